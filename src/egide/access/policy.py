@@ -1,0 +1,88 @@
+"""The decision function: pure, deny by default, with reasons for the ledger."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from egide.access.permissions import ROLE_PERMISSIONS, Permission, Role
+from egide.core.principal import Decision, Principal
+
+# Resources that a secretary may see: who the patient is and when they come (issue 5: clinical
+# elements masked). Everything else in a patient compartment is clinical.
+DEMOGRAPHIC_TYPES = frozenset({"Appointment", "Patient"})
+
+
+class Operation(StrEnum):
+    READ = "read"
+    SEARCH = "search"
+    WRITE = "write"
+
+
+@dataclass(frozen=True)
+class Target:
+    """What is being touched: a resource type and the patient whose compartment holds it.
+
+    `patient_data` says whether the type belongs to the FHIR patient compartment (clinical or
+    demographic data) or is directory data (a Practitioner, an Organization). A patient-data
+    resource with no patient (`patient_id` None) is still patient data: only roles with the
+    clinical permission reach it, never a patient principal.
+    """
+
+    resource_type: str
+    patient_id: str | None
+    patient_data: bool = True
+
+
+def required_permission(target: Target, operation: Operation) -> Permission:
+    write = operation is Operation.WRITE
+    if not target.patient_data and target.resource_type not in DEMOGRAPHIC_TYPES:
+        return (
+            Permission.DIRECTORY_RESOURCE_WRITE if write else Permission.DIRECTORY_RESOURCE_READ
+        )
+    if target.resource_type in DEMOGRAPHIC_TYPES:
+        return (
+            Permission.PATIENT_DEMOGRAPHICS_WRITE
+            if write
+            else Permission.PATIENT_DEMOGRAPHICS_READ
+        )
+    return Permission.PATIENT_CLINICAL_WRITE if write else Permission.PATIENT_CLINICAL_READ
+
+
+def _role(principal: Principal) -> Role | None:
+    try:
+        return Role(principal.role)
+    except ValueError:
+        return None
+
+
+def has_permission(principal: Principal, permission: Permission) -> bool:
+    role = _role(principal)
+    return role is not None and permission in ROLE_PERMISSIONS[role]
+
+
+def decide(principal: Principal, operation: Operation, target: Target) -> Decision:
+    """May `principal` perform `operation` on `target`? Deny unless a rule allows."""
+    role = _role(principal)
+    if role is None:
+        return Decision.deny(f"unknown role {principal.role!r}")
+    permission = required_permission(target, operation)
+    if permission not in ROLE_PERMISSIONS[role]:
+        return Decision.deny(f"role {role} lacks permission {permission}")
+    if role is Role.PATIENT and target.patient_data:
+        if principal.patient_id is None or target.patient_id != principal.patient_id:
+            return Decision.deny("outside the patient's own compartment")
+        return Decision.allow(f"role {role} grants {permission}", "own compartment")
+    return Decision.allow(f"role {role} grants {permission}")
+
+
+def search_restriction(principal: Principal) -> str | None:
+    """The only patient whose compartment this principal's searches may return, if any.
+
+    A patient principal searches within their own compartment; the records layer applies this
+    as a filter in the query itself, so counts and paging leak nothing about other patients.
+    """
+    if _role(principal) is Role.PATIENT:
+        # A patient token with no patient id reaches nothing: an impossible id filters all.
+        return principal.patient_id or "\x00none"
+    return None

@@ -1,0 +1,63 @@
+"""The ASGI application: routers, error mapping and security headers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from egide.api import fhir
+from egide.api.context import ApiContext
+from egide.api.responses import (
+    egide_error_handler,
+    http_error_handler,
+    unexpected_error_handler,
+    validation_error_handler,
+)
+from egide.core.errors import EgideError
+
+# OWASP ASVS 5.0 V3.4: security headers on every response.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+def create_api(ctx: ApiContext) -> FastAPI:
+    app = FastAPI(
+        title="Égide",
+        version=ctx.version,
+        docs_url=None,  # no third-party JavaScript from a CDN on a closed network
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.state.egide = ctx
+    app.add_exception_handler(EgideError, egide_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(Exception, unexpected_error_handler)
+
+    @app.middleware("http")
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.url.scheme == "https":
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+        return response
+
+    @app.get("/api/health")
+    async def health() -> JSONResponse:
+        """Liveness for load balancers; says nothing about data."""
+        return JSONResponse({"status": "ok", "version": ctx.version})
+
+    fhir.install(app)
+    return app

@@ -1,0 +1,381 @@
+"""The FHIR R4 REST API under `/fhir` (http://hl7.org/fhir/R4/http.html).
+
+Routes parse and authenticate, then hand one function to the unit of work, which runs it in a
+single transaction with its access decisions and ledger entries. Bodies are read with a hard
+size limit before any parsing (413), must be FHIR JSON (415), and are parsed with duplicate-key
+and depth checks (400) before validation (422).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from collections.abc import Callable
+from email.utils import format_datetime
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+
+from egide.api.context import ApiContext
+from egide.api.responses import fhir_response, outcome_response
+from egide.core.errors import (
+    BadRequest,
+    EgideError,
+    Issue,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from egide.core.principal import Principal
+from egide.fhir.bundle import HistoryInfo, history_bundle, searchset
+from egide.fhir.capability import capability_statement
+from egide.fhir.outcome import informational
+from egide.fhir.search import parse_search_query
+from egide.fhir.validation import parse_json, resource_types
+from egide.identity.tokens import authenticate
+from egide.ledger.service import Act, Action, Outcome, append
+from egide.records.bundles import process_bundle
+from egide.records.repository import Repository, Stored, repository_for
+from egide.records.unit_of_work import run_in_transaction
+
+T = TypeVar("T")
+_ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")  # FHIR R4 datatypes.html#id
+_JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
+
+
+def _ctx(request: Request) -> ApiContext:
+    ctx: ApiContext = request.app.state.egide
+    return ctx
+
+
+def _client(request: Request) -> tuple[str | None, str | None, str]:
+    ip = request.client.host if request.client else None
+    device = request.headers.get("user-agent", "")[:128] or None
+    request_id = request.headers.get("x-request-id", "")[:64] or str(uuid.uuid4())
+    request.state.request_id = request_id
+    return ip, device, request_id
+
+
+async def principal_of(request: Request) -> Principal:
+    """Authenticate the bearer token (RFC 6750); a failure is audited as a failed login."""
+    ctx = _ctx(request)
+    ip, device, request_id = _client(request)
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+
+    def work(session: Session) -> Principal | None:
+        if scheme.lower() == "bearer" and token:
+            found = authenticate(session, token=token, clock=ctx.records.clock)
+            if found is not None:
+                return found
+        anonymous = Principal(id="anonymous", role="anonymous", ip=ip, device=device,
+                              request_id=request_id)
+        reason = "invalid bearer token" if token else "no credentials"
+        append(session, principal=anonymous, clock=ctx.records.clock,
+               act=Act(Action.LOGIN_FAILED, Outcome.DENIED, count=0, reasons=(reason,)))
+        return None
+
+    found = await run_in_threadpool(run_in_transaction, ctx.session_factory, work)
+    if found is None:
+        msg = "a valid bearer token is required"
+        raise Unauthorized(msg)
+    return found.with_request(ip=ip, device=device, request_id=request_id)
+
+
+async def _run(request: Request, principal: Principal,
+               work: Callable[[Repository], T]) -> T:
+    ctx = _ctx(request)
+
+    def in_tx(session: Session) -> T:
+        return work(repository_for(session, principal, ctx.records))
+
+    return await run_in_threadpool(run_in_transaction, ctx.session_factory, in_tx)
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    """Read the body with the size limit enforced while streaming, then parse it."""
+    ctx = _ctx(request)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in _JSON_TYPES:
+        msg = "the body must be FHIR JSON (Content-Type: application/fhir+json)"
+        raise UnsupportedMediaType(msg)
+    limit = ctx.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        msg = f"the body is larger than the {limit} bytes allowed"
+        raise PayloadTooLarge(msg)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            msg = f"the body is larger than the {limit} bytes allowed"
+            raise PayloadTooLarge(msg)
+        chunks.append(chunk)
+    return parse_json(b"".join(chunks), max_depth=ctx.settings.max_json_depth)
+
+
+def _check_type(resource_type: str) -> None:
+    if resource_type not in resource_types():
+        msg = f"unknown resource type {resource_type[:64]!r}"
+        raise NotFound(msg, [Issue(msg, code="not-supported")])
+
+
+def _check_id(resource_id: str) -> None:
+    if not _ID_RE.fullmatch(resource_id):
+        msg = "invalid resource id (FHIR ids are 1-64 of A-Z a-z 0-9 - .)"
+        raise BadRequest(msg)
+
+
+def _base(request: Request) -> str:
+    configured = _ctx(request).settings.public_base_url
+    if configured:
+        return configured.rstrip("/") + "/fhir"
+    return str(request.base_url).rstrip("/") + "/fhir"
+
+
+def _headers(stored: Stored, base: str) -> dict[str, str]:
+    return {
+        "ETag": stored.etag,
+        "Last-Modified": format_datetime(stored.last_updated.astimezone(dt.UTC), usegmt=True),
+        "Location": f"{base}/{stored.resource_type}/{stored.id}/_history/{stored.version}",
+    }
+
+
+def _prefer_minimal(request: Request) -> bool:
+    return "return=minimal" in request.headers.get("prefer", "")
+
+
+def _page_links(request: Request, base: str, path: str, total: int, count: int,
+                offset: int) -> dict[str, str]:
+    params = [(k, v) for k, v in request.query_params.multi_items()
+              if k not in ("_offset", "_count")]
+
+    def url(at: int) -> str:
+        return f"{base}/{path}?" + urlencode([*params, ("_count", str(count)),
+                                             ("_offset", str(at))])
+
+    links = {"self": url(offset), "first": url(0)}
+    if count and offset + count < total:
+        links["next"] = url(offset + count)
+    if offset > 0 and count:
+        links["previous"] = url(max(0, offset - count))
+    last = max(0, (total - 1) // count * count) if count and total else 0
+    links["last"] = url(last)
+    return links
+
+
+def _paging(request: Request) -> tuple[int, int]:
+    settings = _ctx(request).settings
+    try:
+        count = int(request.query_params.get("_count", settings.default_page_size))
+        offset = int(request.query_params.get("_offset", 0))
+    except ValueError:
+        msg = "_count and _offset must be whole numbers"
+        raise BadRequest(msg) from None
+    if count < 0 or offset < 0:
+        msg = "_count and _offset must not be negative"
+        raise BadRequest(msg)
+    return min(count, settings.max_page_size), offset
+
+
+def _since(request: Request) -> dt.datetime | None:
+    raw = request.query_params.get("_since")
+    if raw is None:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        msg = "_since must be an instant such as 2026-01-31T12:00:00Z"
+        raise BadRequest(msg) from None
+    if value.tzinfo is None:
+        msg = "_since must include a timezone"
+        raise BadRequest(msg)
+    return value
+
+
+router = APIRouter(prefix="/fhir")
+
+
+@router.get("/metadata")
+async def metadata(request: Request) -> Response:
+    """The CapabilityStatement (R4 3.1.0.12); readable without a token, as FHIR requires."""
+    ctx = _ctx(request)
+    statement = capability_statement(
+        base_url=_base(request), software_version=ctx.version,
+        resource_types=sorted(resource_types()), now=ctx.records.clock.now())
+    return fhir_response(statement)
+
+
+@router.post("")
+async def batch_or_transaction(request: Request,
+                               principal: Principal = Depends(principal_of)) -> Response:
+    bundle = await _body(request)
+    base = _base(request)
+    result = await _run(request, principal, lambda repo: process_bundle(repo, bundle, base=base))
+    return fhir_response(result)
+
+
+@router.get("/_history")
+async def system_history(request: Request,
+                         principal: Principal = Depends(principal_of)) -> Response:
+    return await _history(request, principal, None, None)
+
+
+@router.get("/{resource_type}")
+async def search(resource_type: str, request: Request,
+                 principal: Principal = Depends(principal_of)) -> Response:
+    _check_type(resource_type)
+    return await _search(request, principal, resource_type,
+                         list(request.query_params.multi_items()))
+
+
+@router.post("/{resource_type}/_search")
+async def search_post(resource_type: str, request: Request,
+                      principal: Principal = Depends(principal_of)) -> Response:
+    """Search with parameters in an x-www-form-urlencoded body (R4 3.1.0.11)."""
+    _check_type(resource_type)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/x-www-form-urlencoded":
+        msg = "POST _search takes an application/x-www-form-urlencoded body"
+        raise UnsupportedMediaType(msg)
+    form = await request.form()
+    params = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+    params += list(request.query_params.multi_items())
+    return await _search(request, principal, resource_type, params)
+
+
+async def _search(request: Request, principal: Principal, resource_type: str,
+                  params: list[tuple[str, str]]) -> Response:
+    settings = _ctx(request).settings
+    query = parse_search_query(resource_type, params, default_count=settings.default_page_size,
+                               max_count=settings.max_page_size)
+    found, total = await _run(request, principal, lambda repo: repo.search(query))
+    base = _base(request)
+    links = _page_links(request, base, resource_type, total, query.count, query.offset)
+    return fhir_response(searchset([s.resource for s in found], total=total, links=links,
+                                   base_url=base))
+
+
+@router.post("/{resource_type}")
+async def create(resource_type: str, request: Request,
+                 principal: Principal = Depends(principal_of)) -> Response:
+    _check_type(resource_type)
+    body = await _body(request)
+    if body.get("resourceType") != resource_type:
+        msg = f"the body's resourceType must be {resource_type}"
+        raise BadRequest(msg)
+    stored = await _run(request, principal, lambda repo: repo.create(body))
+    return fhir_response(None if _prefer_minimal(request) else stored.resource, 201,
+                         _headers(stored, _base(request)))
+
+
+@router.get("/{resource_type}/_history")
+async def type_history(resource_type: str, request: Request,
+                       principal: Principal = Depends(principal_of)) -> Response:
+    _check_type(resource_type)
+    return await _history(request, principal, resource_type, None)
+
+
+@router.get("/{resource_type}/{resource_id}")
+async def read(resource_type: str, resource_id: str, request: Request,
+               principal: Principal = Depends(principal_of)) -> Response:
+    _check_type(resource_type)
+    _check_id(resource_id)
+    stored = await _run(request, principal, lambda repo: repo.read(resource_type, resource_id))
+    headers = _headers(stored, _base(request))
+    del headers["Location"]
+    return fhir_response(stored.resource, 200, headers)
+
+
+@router.put("/{resource_type}/{resource_id}")
+async def update(resource_type: str, resource_id: str, request: Request,
+                 principal: Principal = Depends(principal_of)) -> Response:
+    _check_type(resource_type)
+    _check_id(resource_id)
+    body = await _body(request)
+    if body.get("resourceType") != resource_type:
+        msg = f"the body's resourceType must be {resource_type}"
+        raise BadRequest(msg)
+    if_match = request.headers.get("if-match")
+    stored = await _run(request, principal,
+                        lambda repo: repo.update(resource_type, resource_id, body,
+                                                 if_match=if_match))
+    status = 201 if stored.created else 200
+    return fhir_response(None if _prefer_minimal(request) else stored.resource, status,
+                         _headers(stored, _base(request)))
+
+
+@router.delete("/{resource_type}/{resource_id}")
+async def delete(resource_type: str, resource_id: str, request: Request,
+                 principal: Principal = Depends(principal_of)) -> Response:
+    _check_type(resource_type)
+    _check_id(resource_id)
+    deleted = await _run(request, principal,
+                         lambda repo: repo.delete(resource_type, resource_id))
+    text = "deleted" if deleted else "already deleted"
+    return fhir_response(informational(f"{resource_type}/{resource_id} {text}"))
+
+
+@router.get("/{resource_type}/{resource_id}/_history")
+async def instance_history(resource_type: str, resource_id: str, request: Request,
+                           principal: Principal = Depends(principal_of)) -> Response:
+    _check_type(resource_type)
+    _check_id(resource_id)
+    return await _history(request, principal, resource_type, resource_id)
+
+
+@router.get("/{resource_type}/{resource_id}/_history/{version_id}")
+async def vread(resource_type: str, resource_id: str, version_id: str, request: Request,
+                principal: Principal = Depends(principal_of)) -> Response:
+    _check_type(resource_type)
+    _check_id(resource_id)
+    if not version_id.isdigit() or len(version_id) > 9:
+        msg = "version ids are whole numbers"
+        raise NotFound(msg)
+    stored = await _run(request, principal,
+                        lambda repo: repo.vread(resource_type, resource_id, int(version_id)))
+    headers = _headers(stored, _base(request))
+    del headers["Location"]
+    return fhir_response(stored.resource, 200, headers)
+
+
+async def _history(request: Request, principal: Principal, resource_type: str | None,
+                   resource_id: str | None) -> Response:
+    count, offset = _paging(request)
+    since = _since(request)
+    items, total = await _run(
+        request, principal,
+        lambda repo: repo.history(resource_type, resource_id, count=count, offset=offset,
+                                  since=since))
+    base = _base(request)
+    path = "/".join(p for p in (resource_type, resource_id, "_history") if p)
+    entries = [
+        (item.resource, HistoryInfo(item.resource_type, item.id, str(item.version),
+                                    item.last_updated, item.method))
+        for item in items
+    ]
+    links = _page_links(request, base, path, total, count, offset)
+    return fhir_response(history_bundle(entries, total=total, links=links, base_url=base))
+
+
+@router.api_route("/{rest:path}", methods=["PATCH", "HEAD", "OPTIONS"])
+async def unsupported(rest: str) -> Response:
+    del rest
+    return outcome_response(405, [Issue("this interaction is not supported",
+                                        code="not-supported")])
+
+
+def install(app: Any) -> None:
+    """Attach the FHIR router to an application."""
+    app.include_router(router)
+
+
+__all__ = ["EgideError", "install", "router"]

@@ -1,0 +1,138 @@
+"""Appending to the ledger, and reading it back in the access-event format.
+
+`append` is called by every room that acts on patient data or on security state, inside the
+caller's transaction, and flushes at once: a ledger that cannot be written raises here, before
+the act's own transaction can commit (DESIGN.md, contract 2: audit with the act, fail closed).
+Entries never hold secrets or clinical values: only ids, types, the action and the reasons.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from egide.core.clock import Clock
+from egide.core.errors import StorageFailure
+from egide.core.ids import new_id
+from egide.core.principal import Principal
+from egide.ledger.canonical import canonical_json
+from egide.ledger.models import LedgerEntry
+
+
+class Action(StrEnum):
+    """Ledger actions: the access-event actions of DESIGN.md plus administrative ones."""
+
+    BREAK_GLASS = "break_glass"
+    CREATE = "create"
+    DELETE = "delete"
+    EXPORT = "export"
+    KEY_ROTATE = "key_rotate"
+    KEY_SHRED = "key_shred"
+    LOGIN = "login"
+    LOGIN_FAILED = "login_failed"
+    LOGOUT = "logout"
+    MFA_FAILED = "mfa_failed"
+    READ = "read"
+    SEARCH = "search"
+    SYSTEM_INIT = "system_init"
+    TOKEN_CREATE = "token_create"  # noqa: S105 - an action name, not a secret
+    UPDATE = "update"
+
+
+class Outcome(StrEnum):
+    DENIED = "denied"
+    ERROR = "error"
+    SUCCESS = "success"
+
+
+@dataclass(frozen=True)
+class Act:
+    """What happened, as the caller describes it; the ledger adds time, id and hash."""
+
+    action: Action | str
+    outcome: Outcome = Outcome.SUCCESS
+    patient: str | None = None
+    resource_type: str | None = None
+    resource_id: str | None = None
+    count: int = 1
+    purpose: str | None = None
+    reasons: Sequence[str] = ()
+
+
+def append(session: Session, *, principal: Principal | None, act: Act, clock: Clock) -> str:
+    """Append one entry for `act` by `principal` in the session's transaction; return its id.
+
+    Raises StorageFailure when the entry cannot be written, so the caller's act fails too.
+    """
+    entry_id = new_id()
+    when = clock.now().astimezone(dt.UTC)
+    event: dict[str, Any] = {
+        "id": entry_id,
+        "time": when.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "user": principal.id if principal else None,
+        "role": principal.role if principal else None,
+        "action": str(act.action),
+        "outcome": str(act.outcome),
+        "patient": act.patient,
+        "resource_type": act.resource_type,
+        "resource_id": act.resource_id,
+        "count": act.count,
+        "ip": principal.ip if principal else None,
+        "device": principal.device if principal else None,
+        "purpose": act.purpose,
+        "request_id": principal.request_id if principal else None,
+        "reasons": list(act.reasons),
+    }
+    body = canonical_json(event)
+    row = LedgerEntry(
+        id=entry_id,
+        time=when,
+        user=event["user"],
+        role=event["role"],
+        action=event["action"],
+        outcome=event["outcome"],
+        patient=act.patient,
+        resource_type=act.resource_type,
+        resource_id=act.resource_id,
+        count=act.count,
+        ip=event["ip"],
+        device=event["device"],
+        purpose=act.purpose,
+        request_id=event["request_id"],
+        reasons=json.dumps(list(act.reasons)),
+        canonical=body,
+        # RFC 6962 section 2.1 leaf hash: SHA-256(0x00 || entry), so the Merkle tree of the
+        # ledger issue can use these hashes as its leaves unchanged.
+        entry_hash=hashlib.sha256(b"\x00" + body).digest(),
+    )
+    try:
+        session.add(row)
+        session.flush()
+    except SQLAlchemyError as exc:
+        msg = "the audit ledger could not be written; the request was not carried out"
+        raise StorageFailure(msg) from exc
+    return entry_id
+
+
+def iter_events(
+    session: Session, *, since: dt.datetime | None = None, until: dt.datetime | None = None
+) -> Iterator[dict[str, Any]]:
+    """Entries in sequence order as access-event dicts (DESIGN.md format), for export."""
+    stmt = select(LedgerEntry).order_by(LedgerEntry.seq)
+    if since is not None:
+        stmt = stmt.where(LedgerEntry.time >= since)
+    if until is not None:
+        stmt = stmt.where(LedgerEntry.time < until)
+    for row in session.scalars(stmt).yield_per(1000):
+        event: dict[str, Any] = json.loads(row.canonical)
+        event["seq"] = row.seq
+        yield event

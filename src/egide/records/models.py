@@ -1,0 +1,121 @@
+"""The records room's tables.
+
+Columns in clear are only ids, resource types, versions, timestamps and search-index keys that
+are themselves ids or keyed hashes (see `CLEAR_COLUMNS`, tested by scanning the database file).
+Resource bodies are AES-256-GCM ciphertext under their patient's data key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import BigInteger, Boolean, Index, Integer, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from egide.db.base import Base
+from egide.db.types import UTCDateTime
+
+_AUTO_PK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class ResourceHead(Base):
+    """The current version of each resource: what reads and searches start from."""
+
+    __tablename__ = "records_resource"
+
+    resource_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    patient_id: Mapped[str | None] = mapped_column(String(64))
+    last_updated: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (
+        Index("ix_records_resource_type_updated", "resource_type", "last_updated"),
+        Index("ix_records_resource_patient", "patient_id"),
+    )
+
+
+class ResourceVersion(Base):
+    """Every version ever written (FHIR R4 versioned update); deletions are tombstones."""
+
+    __tablename__ = "records_version"
+
+    resource_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[str | None] = mapped_column(String(64))
+    # The data key that sealed `body`: the patient id, or "_org" for directory resources.
+    key_owner: Mapped[str] = mapped_column(String(64))
+    last_updated: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    method: Mapped[str] = mapped_column(String(8))  # POST, PUT or DELETE
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)  # sealed; None for a deletion
+
+    __table_args__ = (
+        Index("ix_records_version_type_updated", "resource_type", "last_updated"),
+    )
+
+
+class SearchToken(Base):
+    """A keyed blind index entry: HMAC-SHA256 of a normalised value, never the value itself."""
+
+    __tablename__ = "records_search_token"
+
+    pk: Mapped[int] = mapped_column(_AUTO_PK, primary_key=True, autoincrement=True)
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    value: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+    __table_args__ = (
+        Index("ix_records_search_token_lookup", "resource_type", "param", "value"),
+        Index("ix_records_search_token_owner", "resource_type", "resource_id"),
+    )
+
+
+class SearchReference(Base):
+    """A reference search index entry: the referenced type and id (ids are clear columns)."""
+
+    __tablename__ = "records_search_reference"
+
+    pk: Mapped[int] = mapped_column(_AUTO_PK, primary_key=True, autoincrement=True)
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    ref_type: Mapped[str] = mapped_column(String(64))
+    ref_id: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("ix_records_search_reference_lookup", "resource_type", "param", "ref_id"),
+        Index("ix_records_search_reference_owner", "resource_type", "resource_id"),
+    )
+
+
+class SearchDate(Base):
+    """A clinical date range index entry, [low, high) in UTC. Birth dates never come here:
+    they are patient-identifying and go to the blind index instead."""
+
+    __tablename__ = "records_search_date"
+
+    pk: Mapped[int] = mapped_column(_AUTO_PK, primary_key=True, autoincrement=True)
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    low: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    high: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_records_search_date_lookup", "resource_type", "param", "low"),
+        Index("ix_records_search_date_owner", "resource_type", "resource_id"),
+    )
+
+
+# Every column of this room that is stored in clear, with why it may be. The at-rest test
+# writes distinctive values and scans the whole database for them; this list is the review aid.
+CLEAR_COLUMNS: dict[str, str] = {
+    "records_resource.*": "random ids, type, version number, patient id (random), timestamps",
+    "records_version.*": "same, plus the key owner (a patient id) and the HTTP method",
+    "records_search_token.value": "HMAC-SHA256 under the blind-index key, never the value",
+    "records_search_reference.*": "referenced resource type and random id",
+    "records_search_date.low/high": "clinical event dates (not birth dates), for range search",
+}

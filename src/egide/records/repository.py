@@ -1,0 +1,748 @@
+"""The FHIR repository bound to one caller and one transaction.
+
+Order of work in every operation, so nothing escapes the policy or the ledger:
+
+1. find the row(s) in clear metadata (type, id, version, patient id);
+2. ask `access.decide` with the patient the row belongs to; a denial or an absent row answer
+   the same 404 (DESIGN.md, contract 1) and are audited after the rollback;
+3. open or seal the body under the patient's data key, with associated data binding the
+   ciphertext to (type, id, version, patient) so a ciphertext moved to another row fails;
+4. append to the ledger in the same transaction (contract 2).
+
+Functions never commit: the caller's unit of work does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Select, and_, delete, exists, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from egide.access.policy import Operation, Target, decide, search_restriction
+from egide.core.clock import Clock
+from egide.core.errors import (
+    BadRequest,
+    Conflict,
+    EgideError,
+    Forbidden,
+    Gone,
+    NotFound,
+    PreconditionFailed,
+    Unprocessable,
+)
+from egide.core.ids import RandomSource, SystemRandom, new_id
+from egide.core.principal import Decision, Principal
+from egide.crypto.blind import BlindIndex, normalise_text
+from egide.crypto.envelope import Envelope
+from egide.crypto.errors import CryptoError, KeyShredded
+from egide.fhir.compartment import primary_patient
+from egide.fhir.search import (
+    SEARCH_PARAMETERS,
+    Criterion,
+    DateValue,
+    IndexValue,
+    ReferenceValue,
+    SearchQuery,
+    StringValue,
+    TokenValue,
+    extract_index_values,
+)
+from egide.fhir.validation import validate_resource
+from egide.ledger.service import Act, Action, Outcome, append
+from egide.records.compartment import PATIENT_DATA_TYPES, is_patient_data
+from egide.records.models import (
+    ResourceHead,
+    ResourceVersion,
+    SearchDate,
+    SearchReference,
+    SearchToken,
+)
+
+ORG_KEY_OWNER = "_org"  # the data key for resources outside every patient compartment
+_MIN_TIME = dt.datetime(1, 1, 2, tzinfo=dt.UTC)
+_MAX_TIME = dt.datetime(9999, 12, 30, tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class RecordServices:
+    """The collaborators every repository needs, built once by the composition root."""
+
+    envelope: Envelope
+    index: BlindIndex
+    clock: Clock
+    random: RandomSource = field(default_factory=SystemRandom)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A resource as stored: its body (with meta) and version bookkeeping."""
+
+    resource: dict[str, Any]
+    resource_type: str
+    id: str
+    version: int
+    last_updated: dt.datetime
+    created: bool = False
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version}"'
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    resource: dict[str, Any] | None  # None for a deletion
+    resource_type: str
+    id: str
+    version: int
+    last_updated: dt.datetime
+    method: str
+
+
+def defer_audit(exc: EgideError, session_action: Callable[[Session], None]) -> EgideError:
+    """Attach an audit action to run in a fresh transaction after the failed one rolls back.
+
+    A denial must be in the ledger even though the request fails and its transaction is
+    rolled back (contract 2: every denial is audited).
+    """
+    pending: list[Callable[[Session], None]] = getattr(exc, "after_rollback", [])
+    pending.append(session_action)
+    exc.after_rollback = pending  # type: ignore[attr-defined]
+    return exc
+
+
+def pending_audits(exc: BaseException) -> list[Callable[[Session], None]]:
+    """The audit actions a failed unit of work must still write (see `defer_audit`)."""
+    return list(getattr(exc, "after_rollback", []))
+
+
+def _aad(resource_type: str, resource_id: str, version: int, patient_id: str | None) -> bytes:
+    # Associated data binds the ciphertext to its row (DESIGN.md, contract 3).
+    return json.dumps(
+        ["egide-record/1", resource_type, resource_id, version, patient_id or ""],
+        separators=(",", ":"),
+    ).encode()
+
+
+def _instant(when: dt.datetime) -> str:
+    # FHIR R4 `instant`: always with a timezone; we write UTC with milliseconds.
+    return when.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _serialise(resource: dict[str, Any]) -> bytes:
+    return json.dumps(resource, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def parse_etag(value: str) -> int:
+    """The version in an `If-Match` header (`W/"3"` or `"3"`); 400 when malformed."""
+    text = value.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    if not text.isdigit() or len(text) > 9:
+        msg = "If-Match must be an ETag like W/\"3\""
+        raise BadRequest(msg)
+    return int(text)
+
+
+class Repository:
+    """FHIR storage as seen by one principal within one transaction."""
+
+    def __init__(self, session: Session, principal: Principal, services: RecordServices) -> None:
+        self.session = session
+        self.principal = principal
+        self.services = services
+        # Resource ids being created in the current transaction Bundle, so that references
+        # between its entries resolve before the referenced row is written.
+        self.pending_ids: set[tuple[str, str]] = set()
+
+    # -- policy and audit -------------------------------------------------------------------
+
+    def _audit(self, act: Act) -> None:
+        append(self.session, principal=self.principal, act=act, clock=self.services.clock)
+
+    def _check(
+        self,
+        operation: Operation,
+        resource_type: str,
+        patient_id: str | None,
+        *,
+        action: Action,
+        resource_id: str | None = None,
+    ) -> Decision:
+        """Decide; on denial raise a 404 whose ledger entry survives the rollback."""
+        target = Target(resource_type, patient_id, is_patient_data(resource_type, patient_id))
+        decision = decide(self.principal, operation, target)
+        if not decision.allowed:
+            hidden = resource_id is not None or operation is Operation.READ
+            self._raise_hidden(action, resource_type, resource_id, patient_id, decision.reasons,
+                               error=None if hidden else Forbidden)
+        return decision
+
+    def _raise_hidden(
+        self,
+        action: Action,
+        resource_type: str,
+        resource_id: str | None,
+        patient_id: str | None,
+        reasons: Sequence[str],
+        *,
+        outcome: Outcome = Outcome.DENIED,
+        error: type[EgideError] | None = None,
+    ) -> None:
+        """Raise 404 (contract 1: the caller learns nothing of what exists), or `error` for a
+        refusal that reveals nothing about patient data (a role that may not search or create
+        this type at all answers 403), with the ledger entry deferred past the rollback."""
+        principal, clock = self.principal, self.services.clock
+        act = Act(
+            action=action,
+            outcome=outcome,
+            patient=patient_id,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            count=0,
+            reasons=tuple(reasons),
+        )
+        label = f"{resource_type}/{resource_id}" if resource_id else resource_type
+        if error is None:
+            exc: EgideError = NotFound(f"{label} is not known")
+        else:
+            exc = error(f"this token's role may not {action} {resource_type} resources")
+        raise defer_audit(exc, lambda s: append(s, principal=principal, act=act, clock=clock))
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _head(self, resource_type: str, resource_id: str) -> ResourceHead | None:
+        return self.session.get(ResourceHead, (resource_type, resource_id))
+
+    def _open(self, row: ResourceVersion) -> dict[str, Any]:
+        assert row.body is not None
+        try:
+            clear = self.services.envelope.open(
+                self.session,
+                owner=row.key_owner,
+                sealed=row.body,
+                aad=_aad(row.resource_type, row.id, row.version, row.patient_id),
+            )
+        except KeyShredded as exc:
+            # The patient's key was destroyed (GDPR erasure): the data no longer exists.
+            msg = f"{row.resource_type}/{row.id} was erased"
+            raise Gone(msg) from exc
+        except CryptoError as exc:
+            # Tampered ciphertext or row: refuse rather than return something unverified.
+            msg = "a stored record failed its integrity check; it is not returned"
+            raise EgideError(msg) from exc
+        body: dict[str, Any] = json.loads(clear)
+        return body
+
+    def _validated(self, resource: dict[str, Any], resource_type: str) -> dict[str, Any]:
+        return validate_resource(resource, expected_type=resource_type)
+
+    def _patient_of(self, resource: dict[str, Any], resource_id: str) -> str | None:
+        """The patient whose data key seals this resource; it must exist (or be pending)."""
+        if resource.get("resourceType") == "Patient":
+            return resource_id
+        patient_id = primary_patient(resource)
+        if patient_id is None:
+            return None
+        if ("Patient", patient_id) in self.pending_ids:
+            return patient_id
+        head = self._head("Patient", patient_id)
+        if head is None or head.deleted:
+            msg = "the resource refers to a Patient that does not exist"
+            raise Unprocessable(msg)
+        return patient_id
+
+    def _write_version(
+        self,
+        resource: dict[str, Any],
+        *,
+        resource_type: str,
+        resource_id: str,
+        version: int,
+        patient_id: str | None,
+        method: str,
+        now: dt.datetime,
+    ) -> dict[str, Any]:
+        resource = dict(resource)
+        resource["id"] = resource_id
+        meta = dict(resource.get("meta") or {})
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = _instant(now)
+        resource["meta"] = meta
+        owner = patient_id or ORG_KEY_OWNER
+        sealed = self.services.envelope.seal(
+            self.session,
+            owner=owner,
+            plaintext=_serialise(resource),
+            aad=_aad(resource_type, resource_id, version, patient_id),
+        )
+        self.session.add(
+            ResourceVersion(
+                resource_type=resource_type,
+                id=resource_id,
+                version=version,
+                patient_id=patient_id,
+                key_owner=owner,
+                last_updated=now,
+                method=method,
+                body=sealed,
+            )
+        )
+        return resource
+
+    def _reindex(self, resource_type: str, resource_id: str, resource: dict[str, Any] | None) -> None:
+        for model in (SearchToken, SearchReference, SearchDate):
+            self.session.execute(
+                delete(model).where(
+                    model.resource_type == resource_type, model.resource_id == resource_id
+                )
+            )
+        if resource is None:
+            return
+        rows: list[Any] = []
+        for value in extract_index_values(resource):
+            rows.extend(self._index_rows(resource_type, resource_id, value))
+        self.session.add_all(rows)
+
+    def _index_rows(self, resource_type: str, resource_id: str, value: IndexValue) -> list[Any]:
+        index = self.services.index
+        param = SEARCH_PARAMETERS[resource_type][value.param]
+        key = {"resource_type": resource_type, "resource_id": resource_id, "param": value.param}
+        if value.type == "reference":
+            if value.ref_type and value.ref_id:
+                return [SearchReference(**key, ref_type=value.ref_type, ref_id=value.ref_id)]
+            return []
+        if value.type == "date" and not param.secret:
+            low = value.low or _MIN_TIME
+            high = value.high or _MAX_TIME
+            return [SearchDate(**key, low=low, high=high)]
+        tokens: list[bytes] = []
+        if value.type == "date":
+            # A secret date (birth date) is indexed at year, month and day precision only, so
+            # `birthdate=1980`, `1980-04` and `1980-04-12` work and nothing else leaks.
+            if value.low is not None:
+                day = value.low.date().isoformat()
+                precision = len(value.text or day)
+                for cut in (4, 7, 10):
+                    if cut <= max(precision, 4):
+                        tokens.append(index.token(value.param, "d:" + day[:cut]))
+        elif value.type == "token":
+            if value.code:
+                tokens.append(index.token(value.param, "c:" + value.code))
+                if value.system:
+                    tokens.append(index.token(value.param, f"sc:{value.system}|{value.code}"))
+                else:
+                    tokens.append(index.token(value.param, "nc:" + value.code))
+        elif value.type == "string" and value.text:
+            tokens.append(index.token(value.param, "x:" + value.text))
+            for word in normalise_text(value.text).split():
+                tokens.extend(index.prefix_tokens(value.param, word))
+        return [SearchToken(**key, value=t) for t in tokens]
+
+    # -- interactions -----------------------------------------------------------------------
+
+    def create(self, resource: dict[str, Any], *, resource_id: str | None = None) -> Stored:
+        """FHIR create: the server assigns the id (a client-sent id is ignored, R4 3.1.0.6)."""
+        resource_type = str(resource.get("resourceType", ""))
+        resource = self._validated(resource, resource_type)
+        new = resource_id or new_id(self.services.random)
+        patient_id = self._patient_of(resource, new)
+        self._check(Operation.WRITE, resource_type, patient_id, action=Action.CREATE)
+        if self._head(resource_type, new) is not None:
+            msg = f"{resource_type}/{new} already exists"
+            raise Conflict(msg)
+        now = self.services.clock.now()
+        stored = self._write_version(
+            resource,
+            resource_type=resource_type,
+            resource_id=new,
+            version=1,
+            patient_id=patient_id,
+            method="POST",
+            now=now,
+        )
+        self.session.add(
+            ResourceHead(
+                resource_type=resource_type,
+                id=new,
+                version=1,
+                patient_id=patient_id,
+                last_updated=now,
+                deleted=False,
+            )
+        )
+        self._reindex(resource_type, new, stored)
+        self._audit(
+            Act(Action.CREATE, patient=patient_id, resource_type=resource_type, resource_id=new)
+        )
+        self._flush()
+        return Stored(stored, resource_type, new, 1, now, created=True)
+
+    def _flush(self) -> None:
+        try:
+            self.session.flush()
+        except IntegrityError as exc:
+            msg = "a concurrent change to the same resource won; retry with the new version"
+            raise Conflict(msg) from exc
+
+    def _visible_head(self, resource_type: str, resource_id: str, action: Action) -> ResourceHead:
+        head = self._head(resource_type, resource_id)
+        if head is None:
+            self._raise_hidden(
+                action, resource_type, resource_id, None, ["not found"], outcome=Outcome.ERROR
+            )
+            raise AssertionError  # pragma: no cover - _raise_hidden always raises
+        operation = Operation.WRITE if action in (Action.UPDATE, Action.DELETE) else Operation.READ
+        self._check(operation, resource_type, head.patient_id, action=action, resource_id=resource_id)
+        return head
+
+    def read(self, resource_type: str, resource_id: str) -> Stored:
+        head = self._visible_head(resource_type, resource_id, Action.READ)
+        if head.deleted:
+            principal, clock = self.principal, self.services.clock
+            act = Act(Action.READ, Outcome.ERROR, head.patient_id, resource_type, resource_id,
+                      0, reasons=("deleted",))
+            msg = f"{resource_type}/{resource_id} was deleted"
+            raise defer_audit(Gone(msg),
+                              lambda s: append(s, principal=principal, act=act, clock=clock))
+        return self._read_version(head, head.version)
+
+    def vread(self, resource_type: str, resource_id: str, version: int) -> Stored:
+        head = self._visible_head(resource_type, resource_id, Action.READ)
+        return self._read_version(head, version)
+
+    def _read_version(self, head: ResourceHead, version: int) -> Stored:
+        row = self.session.get(ResourceVersion, (head.resource_type, head.id, version))
+        if row is None:
+            msg = f"{head.resource_type}/{head.id} has no version {version}"
+            raise NotFound(msg)
+        if row.patient_id != head.patient_id:
+            # An older version belonged to another patient's compartment: decide on it too.
+            self._check(Operation.READ, row.resource_type, row.patient_id, action=Action.READ,
+                        resource_id=row.id)
+        if row.body is None:
+            msg = f"{head.resource_type}/{head.id} version {version} is a deletion"
+            raise Gone(msg)
+        resource = self._open(row)
+        self._audit(Act(Action.READ, patient=row.patient_id, resource_type=row.resource_type,
+                        resource_id=row.id))
+        return Stored(resource, row.resource_type, row.id, row.version, row.last_updated)
+
+    def update(
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any],
+        *,
+        if_match: str | None = None,
+    ) -> Stored:
+        """FHIR update; creates the resource with the client's id when it does not exist
+        (R4 3.1.0.4.2, update as create), which migrations and interface engines rely on."""
+        if resource.get("id") != resource_id:
+            msg = "the resource id in the body must equal the id in the URL"
+            raise BadRequest(msg)
+        expected = parse_etag(if_match) if if_match is not None else None
+        resource = self._validated(resource, resource_type)
+        head = self._head(resource_type, resource_id)
+        if head is None:
+            if expected is not None:
+                msg = f"{resource_type}/{resource_id} does not exist; If-Match cannot hold"
+                raise PreconditionFailed(msg)
+            return self.create(resource, resource_id=resource_id)
+        self._check(Operation.WRITE, resource_type, head.patient_id, action=Action.UPDATE,
+                    resource_id=resource_id)
+        if expected is not None and expected != head.version:
+            msg = f"version conflict: the current version is {head.version}, not {expected}"
+            raise PreconditionFailed(msg)
+        patient_id = self._patient_of(resource, resource_id)
+        if patient_id != head.patient_id:
+            # Moving a resource to another patient needs the right to write there as well.
+            self._check(Operation.WRITE, resource_type, patient_id, action=Action.UPDATE,
+                        resource_id=resource_id)
+        now = self.services.clock.now()
+        version = head.version + 1
+        stored = self._write_version(resource, resource_type=resource_type,
+                                     resource_id=resource_id, version=version,
+                                     patient_id=patient_id, method="PUT", now=now)
+        head.version, head.patient_id, head.last_updated, head.deleted = (
+            version, patient_id, now, False)
+        self._reindex(resource_type, resource_id, stored)
+        self._audit(Act(Action.UPDATE, patient=patient_id, resource_type=resource_type,
+                        resource_id=resource_id))
+        self._flush()
+        return Stored(stored, resource_type, resource_id, version, now)
+
+    def delete(self, resource_type: str, resource_id: str) -> bool:
+        """FHIR delete: a tombstone version; history keeps the earlier versions (R4 3.1.0.7).
+
+        Returns False when the resource was already deleted (idempotent, no new version).
+        """
+        head = self._visible_head(resource_type, resource_id, Action.DELETE)
+        if head.deleted:
+            return False
+        now = self.services.clock.now()
+        head.version += 1
+        head.last_updated, head.deleted = now, True
+        self.session.add(ResourceVersion(
+            resource_type=resource_type, id=resource_id, version=head.version,
+            patient_id=head.patient_id, key_owner=head.patient_id or ORG_KEY_OWNER,
+            last_updated=now, method="DELETE", body=None))
+        self._reindex(resource_type, resource_id, None)
+        self._audit(Act(Action.DELETE, patient=head.patient_id, resource_type=resource_type,
+                        resource_id=resource_id))
+        self._flush()
+        return True
+
+    # -- history ----------------------------------------------------------------------------
+
+    def history(
+        self,
+        resource_type: str | None,
+        resource_id: str | None,
+        *,
+        count: int,
+        offset: int,
+        since: dt.datetime | None = None,
+    ) -> tuple[list[HistoryItem], int]:
+        """Instance, type or system history, newest first, filtered by the policy in SQL."""
+        if resource_id is not None:
+            assert resource_type is not None
+            self._visible_head(resource_type, resource_id, Action.READ)
+        stmt = select(ResourceVersion)
+        if resource_type is not None:
+            stmt = stmt.where(ResourceVersion.resource_type == resource_type)
+        if resource_id is not None:
+            stmt = stmt.where(ResourceVersion.id == resource_id)
+        if since is not None:
+            stmt = stmt.where(ResourceVersion.last_updated >= since)
+        restriction = search_restriction(self.principal)
+        if restriction is not None:
+            stmt = stmt.where(
+                or_(ResourceVersion.patient_id == restriction,
+                    and_(ResourceVersion.patient_id.is_(None),
+                         ResourceVersion.resource_type.not_in(_patient_data_types())))
+            )
+        if resource_type is not None and resource_id is None:
+            self._check(Operation.SEARCH, resource_type, restriction, action=Action.SEARCH)
+        total = self.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+        rows = self.session.scalars(
+            stmt.order_by(ResourceVersion.last_updated.desc(), ResourceVersion.version.desc())
+            .offset(offset).limit(count)
+        ).all()
+        items: list[HistoryItem] = []
+        touched: Counter[str | None] = Counter()
+        for row in rows:
+            target = Target(row.resource_type, row.patient_id,
+                            is_patient_data(row.resource_type, row.patient_id))
+            if not decide(self.principal, Operation.READ, target).allowed:
+                total -= 1  # pragma: no cover - the SQL filter already excludes these
+                continue
+            body = self._open(row) if row.body is not None else None
+            items.append(HistoryItem(body, row.resource_type, row.id, row.version,
+                                     row.last_updated, row.method))
+            touched[row.patient_id] += 1
+        self._audit_many(Action.READ, resource_type, resource_id, touched)
+        return items, total
+
+    def _audit_many(self, action: Action, resource_type: str | None, resource_id: str | None,
+                    touched: Counter[str | None]) -> None:
+        # One entry per patient whose data was returned, so every patient's access report
+        # shows the searches that returned their records.
+        if not touched:
+            self._audit(Act(action, patient=None, resource_type=resource_type,
+                            resource_id=resource_id, count=0))
+        for patient_id, n in sorted(touched.items(), key=lambda kv: kv[0] or ""):
+            self._audit(Act(action, patient=patient_id, resource_type=resource_type,
+                            resource_id=resource_id, count=n))
+
+    # -- search -----------------------------------------------------------------------------
+
+    def search(self, query: SearchQuery) -> tuple[list[Stored], int]:
+        """FHIR search over the blind, reference and date indexes; returns a page and the
+        total, both computed after the policy filter so neither leaks hidden resources."""
+        resource_type = query.resource_type
+        restriction = search_restriction(self.principal)
+        self._check(Operation.SEARCH, resource_type,
+                    restriction if is_patient_data(resource_type) else None,
+                    action=Action.SEARCH)
+        stmt = self._search_statement(query, restriction)
+        total = self.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+        heads = self.session.scalars(
+            stmt.order_by(ResourceHead.last_updated.desc(), ResourceHead.id)
+            .offset(query.offset).limit(query.count)
+        ).all()
+        versions = self._versions_of(heads)
+        results: list[Stored] = []
+        touched: Counter[str | None] = Counter()
+        for head in heads:
+            row = versions[(head.resource_type, head.id, head.version)]
+            results.append(Stored(self._open(row), head.resource_type, head.id, head.version,
+                                  head.last_updated))
+            touched[head.patient_id] += 1
+        self._audit_many(Action.SEARCH, resource_type, None, touched)
+        return results, total
+
+    def _versions_of(
+        self, heads: Sequence[ResourceHead]
+    ) -> dict[tuple[str, str, int], ResourceVersion]:
+        if not heads:
+            return {}
+        keys = [(h.resource_type, h.id, h.version) for h in heads]
+        rows = self.session.scalars(
+            select(ResourceVersion).where(
+                or_(*(and_(ResourceVersion.resource_type == t, ResourceVersion.id == i,
+                           ResourceVersion.version == v) for t, i, v in keys))
+            )
+        ).all()
+        return {(r.resource_type, r.id, r.version): r for r in rows}
+
+    def _search_statement(
+        self, query: SearchQuery, restriction: str | None
+    ) -> Select[tuple[ResourceHead]]:
+        rt = query.resource_type
+        stmt = select(ResourceHead).where(
+            ResourceHead.resource_type == rt, ResourceHead.deleted.is_(False)
+        )
+        if restriction is not None and is_patient_data(rt):
+            stmt = stmt.where(ResourceHead.patient_id == restriction)
+        if query.ids:
+            stmt = stmt.where(ResourceHead.id.in_(query.ids))
+        for value in query.last_updated:
+            low, high = _date_bounds(value)
+            stmt = stmt.where(_date_match(value.prefix, ResourceHead.last_updated,
+                                          ResourceHead.last_updated, low, high))
+        for criterion in query.criteria:
+            stmt = stmt.where(self._criterion(rt, criterion))
+        return stmt
+
+    def _criterion(self, resource_type: str, criterion: Criterion) -> Any:
+        param = SEARCH_PARAMETERS[resource_type][criterion.param]
+        alternatives: list[Any] = []
+        for value in criterion.values:
+            if isinstance(value, ReferenceValue):
+                ref_type = value.ref_type or (
+                    "Patient" if criterion.param == "patient" else None)
+                cond = and_(SearchReference.resource_type == resource_type,
+                            SearchReference.resource_id == ResourceHead.id,
+                            SearchReference.param == criterion.param,
+                            SearchReference.ref_id == value.ref_id)
+                if ref_type is not None:
+                    cond = and_(cond, SearchReference.ref_type == ref_type)
+                alternatives.append(exists().where(cond))
+            elif isinstance(value, DateValue) and not param.secret:
+                low, high = _date_bounds(value)
+                alternatives.append(exists().where(
+                    SearchDate.resource_type == resource_type,
+                    SearchDate.resource_id == ResourceHead.id,
+                    SearchDate.param == criterion.param,
+                    _date_match(value.prefix, SearchDate.low, SearchDate.high, low, high)))
+            else:
+                tokens = self._query_tokens(criterion, value)
+                alternatives.append(_all_tokens(resource_type, criterion.param, tokens))
+        return or_(*alternatives)
+
+    def _query_tokens(self, criterion: Criterion, value: object) -> list[bytes]:
+        index, name = self.services.index, criterion.param
+        if isinstance(value, TokenValue):
+            if value.system:
+                return [index.token(name, f"sc:{value.system}|{value.code}")]
+            if value.system_given:  # `|code`: a code with no system
+                return [index.token(name, "nc:" + value.code)]
+            return [index.token(name, "c:" + value.code)]
+        if isinstance(value, StringValue):
+            if value.contains:
+                msg = f"{name}:contains is not supported: names are searched through blind " \
+                      "indexes, which match whole words and prefixes only"
+                raise BadRequest(msg)
+            if value.exact:
+                return [index.token(name, "x:" + value.text)]
+            words = normalise_text(value.text).split()
+            if not words:
+                msg = f"search parameter {name} needs a value"
+                raise BadRequest(msg)
+            try:
+                return [index.prefix_query_token(name, w) for w in words]
+            except ValueError:
+                msg = f"search parameter {name} needs at least 2 characters per word"
+                raise BadRequest(msg) from None
+        if isinstance(value, DateValue):
+            # Secret dates (birth dates): equality at year, month or day precision only.
+            if value.prefix != "eq":
+                msg = f"{name} supports equality only (it is stored as a blind index)"
+                raise BadRequest(msg)
+            text = value.low.date().isoformat()
+            span = value.high - value.low
+            cut = 10 if span <= dt.timedelta(days=1) else 7 if span <= dt.timedelta(days=31) else 4
+            return [index.token(name, "d:" + text[:cut])]
+        msg = f"unsupported value for search parameter {name}"
+        raise BadRequest(msg)
+
+
+def _all_tokens(resource_type: str, param: str, tokens: Sequence[bytes]) -> Any:
+    """Every token must be present for the resource (all words of a name search)."""
+    return and_(*(
+        exists().where(SearchToken.resource_type == resource_type,
+                       SearchToken.resource_id == ResourceHead.id,
+                       SearchToken.param == param, SearchToken.value == token)
+        for token in tokens
+    ))
+
+
+def _date_bounds(value: DateValue) -> tuple[dt.datetime, dt.datetime]:
+    return value.low, value.high
+
+
+def _date_match(prefix: str, col_low: Any, col_high: Any, low: dt.datetime,
+                high: dt.datetime) -> Any:
+    """FHIR R4 search 3.1.1.4.1 prefixes over ranges: the target [col_low, col_high) against
+    the search value's implicit range [low, high)."""
+    eq = and_(col_low >= low, col_high <= high)
+    if prefix == "eq":
+        return eq
+    if prefix == "ne":
+        return ~eq
+    if prefix == "gt":
+        return col_high > high
+    if prefix == "lt":
+        return col_low < low
+    if prefix == "ge":
+        return or_(col_high > high, eq)
+    if prefix == "le":
+        return or_(col_low < low, eq)
+    if prefix == "sa":
+        return col_low >= high
+    if prefix == "eb":
+        return col_high <= low
+    if prefix == "ap":
+        # Approximately: overlaps the value widened by 10 % of its distance from now, kept
+        # simple here as plain overlap of the ranges.
+        return and_(col_low < high, col_high > low)
+    msg = f"unsupported date prefix {prefix}"
+    raise BadRequest(msg)
+
+
+def _patient_data_types() -> list[str]:
+    return sorted(PATIENT_DATA_TYPES)
+
+
+def repository_for(session: Session, principal: Principal, services: RecordServices) -> Repository:
+    """The ordinary path: a repository bound to an authenticated caller."""
+    return Repository(session, principal, services)
+
+
+def system_repository(session: Session, services: RecordServices, *, job: str) -> Repository:
+    """The privileged path, for maintenance jobs (seeding, migration, key rotation checks).
+
+    It acts as a `service` principal named after the job; every act is still audited under
+    that name, so the ledger shows which job touched what.
+    """
+    principal = Principal(id=f"system:{job}", role="service", name=f"system job {job}")
+    return Repository(session, principal, services)
