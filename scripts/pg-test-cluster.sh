@@ -6,6 +6,7 @@
 #   scripts/pg-test-cluster.sh url       print the URL of the test database
 #   scripts/pg-test-cluster.sh status    say whether it runs, where, on which port
 #   scripts/pg-test-cluster.sh destroy   stop it and delete its files
+#   scripts/pg-test-cluster.sh bindir    print PostgreSQL's bin directory; exit 1 if none (no install)
 #
 # The cluster lives in $PWD/.pg (data in .pg/data, unix socket and log in .pg), listens on
 # 127.0.0.1 only, port $EGIDE_TEST_PG_PORT (default 54329), trusts every local connection and
@@ -219,5 +220,6 @@ case "${1:-}" in
     url) url ;;
     status) status ;;
     destroy) destroy ;;
-    *) echo "usage: $0 start|stop|url|status|destroy" >&2; exit 2 ;;
+    bindir) find_bindir ;;
+    *) echo "usage: $0 start|stop|url|status|destroy|bindir" >&2; exit 2 ;;
 esac

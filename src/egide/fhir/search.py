@@ -221,7 +221,8 @@ SEARCH_PARAMETERS: Mapping[str, Mapping[str, SearchParam]] = {
 _DATE = re.compile(
     r"(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
     r"(?:T(?P<H>\d{2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:\.(?P<f>\d{1,9}))?)?"
-    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?"
+    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?",
+    re.ASCII,  # \d must not match other scripts' digits
 )
 _MAX = datetime.max.replace(tzinfo=UTC)
 

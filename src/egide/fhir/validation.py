@@ -591,18 +591,20 @@ def _issue_for(resource_type: str, error: Any) -> Issue:
     return Issue("invalid value", location, "invalid")
 
 
-def _model_issues(resource_type: str, data: dict[str, Any]) -> tuple[Any, list[Issue]]:
+def _model_issues(resource_type: str, data: dict[str, Any]) -> list[Issue]:
+    """What the R4B model finds: formats, ranges, required elements, choice rules."""
     model = get_fhir_model_class(resource_type)
     try:
-        return model.model_validate(data), []
+        model.model_validate(data)
     except pydantic.ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False, include_context=False)
         issues = list(dict.fromkeys(_issue_for(resource_type, e) for e in errors))
-        return None, issues[:_MAX_ISSUES]
+        return issues[:_MAX_ISSUES]
     except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
         # The library can fail outside pydantic's error reporting on input the structural
         # walk did not foresee; it is still the client's input that is wrong.
-        return None, [Issue("resource could not be validated", resource_type, "structure")]
+        return [Issue("resource could not be validated", resource_type, "structure")]
+    return []
 
 
 def _iter_type_problem(
@@ -630,25 +632,43 @@ def _iter_type_problem(
         yield BadRequest, message, Issue(message, "resourceType", "invalid")
 
 
+def _json_copy(value: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of a JSON object, iterative so depth cannot exhaust the stack."""
+    result: dict[str, Any] = {}
+    stack: list[tuple[Any, Any]] = [(value, result)]
+    while stack:
+        source, target = stack.pop()
+        pairs = source.items() if isinstance(source, dict) else enumerate(source)
+        for key, item in pairs:
+            if isinstance(item, dict | list):
+                child: Any = {} if isinstance(item, dict) else [None] * len(item)
+                stack.append((item, child))
+                target[key] = child
+            else:
+                target[key] = item
+    return result
+
+
 def validate_resource(data: dict[str, Any], *, expected_type: str | None = None) -> dict[str, Any]:
-    """Validate one FHIR R4 resource and return it normalised (a JSON-able dict).
+    """Validate one FHIR R4 resource and return it as a JSON-able dict.
 
     Raises BadRequest when `resourceType` is missing, unknown or differs from `expected_type`;
-    Unprocessable with one Issue per bad element otherwise. The result keeps the FHIR JSON
-    element names and primitive extensions (`_birthDate`). Decimals are carried as JSON numbers
-    (IEEE doubles): trailing zeros such as 1.50 are not preserved.
+    Unprocessable with one Issue per bad element otherwise. What is returned is a deep copy of
+    the input, which the checks above have proven to be FHIR JSON in normal form (known
+    elements, exact JSON types, no nulls outside primitive arrays): the model's own
+    serialisation is not used because it rewrites values (an instant's `.123` becomes
+    `.123000`), and FHIR servers must keep what clients sent. Element names and primitive
+    extensions (`_birthDate`) are therefore kept as they are.
 
-    A Bundle is checked as a Bundle (its entries' resources are checked structurally here and
-    are expected to be validated one by one by the caller with this same function).
+    A Bundle is checked as a Bundle, entries' resources included; callers still validate each
+    entry's resource on its own (with its expected type) before storing it.
     """
     for error_class, message, issue in _iter_type_problem(data, expected_type):
         raise error_class(message, [issue])
     resource_type: str = data["resourceType"]
     issues = _walk(data, resource_type)
     if not issues:
-        model, issues = _model_issues(resource_type, data)
+        issues = _model_issues(resource_type, data)
     if issues:
         raise Unprocessable(f"the {resource_type} resource is not valid FHIR R4", issues)
-    dumped = model.model_dump_json(exclude_none=True)
-    result: dict[str, Any] = json.loads(dumped)
-    return result
+    return _json_copy(data)

@@ -17,11 +17,9 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from egide.core.clock import Clock
-from egide.core.errors import StorageFailure
 from egide.core.ids import new_id
 from egide.core.principal import Principal
 from egide.ledger.canonical import canonical_json
@@ -71,7 +69,7 @@ class Act:
 def append(session: Session, *, principal: Principal | None, act: Act, clock: Clock) -> str:
     """Append one entry for `act` by `principal` in the session's transaction; return its id.
 
-    Raises StorageFailure when the entry cannot be written, so the caller's act fails too.
+    The caller's transaction fails when the entry cannot be written, so the act fails too.
     """
     entry_id = new_id()
     when = clock.now().astimezone(dt.UTC)
@@ -114,12 +112,10 @@ def append(session: Session, *, principal: Principal | None, act: Act, clock: Cl
         # ledger issue can use these hashes as its leaves unchanged.
         entry_hash=hashlib.sha256(b"\x00" + body).digest(),
     )
-    try:
-        session.add(row)
-        session.flush()
-    except SQLAlchemyError as exc:
-        msg = "the audit ledger could not be written; the request was not carried out"
-        raise StorageFailure(msg) from exc
+    # Written with the rest of the unit of work when it flushes or commits: if the insert
+    # fails, the commit fails, and nothing of the act — not even data read for a response,
+    # which is only sent after the commit — leaves the transaction.
+    session.add(row)
     return entry_id
 
 

@@ -17,7 +17,16 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl
 
-from egide.core.errors import BadRequest, EgideError, Issue, PreconditionFailed, Unprocessable
+from sqlalchemy.exc import IntegrityError
+
+from egide.core.errors import (
+    BadRequest,
+    Conflict,
+    EgideError,
+    Issue,
+    PreconditionFailed,
+    Unprocessable,
+)
 from egide.core.ids import new_id
 from egide.fhir.bundle import (
     BundleEntryRequest,
@@ -225,7 +234,11 @@ def process_bundle(repo: Repository, bundle: dict[str, Any], *, base: str) -> di
         try:
             result = processor.run(entry, None if entry.method != "POST" else
                                    new_id(repo.services.random))
-            savepoint.commit()
+            try:
+                savepoint.commit()
+            except IntegrityError as exc:
+                msg = "a concurrent change to the same resource won; retry"
+                raise Conflict(msg) from exc
         except EgideError as exc:
             savepoint.rollback()
             for audit in pending_audits(exc):

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Select, and_, delete, exists, func, or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from egide.access.policy import Operation, Target, decide, search_restriction
@@ -162,6 +161,7 @@ class Repository:
         # Resource ids being created in the current transaction Bundle, so that references
         # between its entries resolve before the referenced row is written.
         self.pending_ids: set[tuple[str, str]] = set()
+        self._new_heads: dict[tuple[str, str], ResourceHead] = {}
 
     # -- policy and audit -------------------------------------------------------------------
 
@@ -220,6 +220,11 @@ class Repository:
     # -- helpers ----------------------------------------------------------------------------
 
     def _head(self, resource_type: str, resource_id: str) -> ResourceHead | None:
+        # Rows added in this unit of work are not flushed yet (one flush at commit keeps
+        # writes batched); look at them first.
+        pending = self._new_heads.get((resource_type, resource_id))
+        if pending is not None:
+            return pending
         return self.session.get(ResourceHead, (resource_type, resource_id))
 
     def _open(self, row: ResourceVersion) -> dict[str, Any]:
@@ -298,8 +303,9 @@ class Repository:
         )
         return resource
 
-    def _reindex(self, resource_type: str, resource_id: str, resource: dict[str, Any] | None) -> None:
-        for model in (SearchToken, SearchReference, SearchDate):
+    def _reindex(self, resource_type: str, resource_id: str, resource: dict[str, Any] | None,
+                 *, fresh: bool = False) -> None:
+        for model in () if fresh else (SearchToken, SearchReference, SearchDate):
             self.session.execute(
                 delete(model).where(
                     model.resource_type == resource_type, model.resource_id == resource_id
@@ -356,7 +362,8 @@ class Repository:
         new = resource_id or new_id(self.services.random)
         patient_id = self._patient_of(resource, new)
         self._check(Operation.WRITE, resource_type, patient_id, action=Action.CREATE)
-        if self._head(resource_type, new) is not None:
+        # A server-made id is a fresh UUID4; only a client-chosen one can collide.
+        if resource_id is not None and self._head(resource_type, new) is not None:
             msg = f"{resource_type}/{new} already exists"
             raise Conflict(msg)
         now = self.services.clock.now()
@@ -369,29 +376,15 @@ class Repository:
             method="POST",
             now=now,
         )
-        self.session.add(
-            ResourceHead(
-                resource_type=resource_type,
-                id=new,
-                version=1,
-                patient_id=patient_id,
-                last_updated=now,
-                deleted=False,
-            )
-        )
-        self._reindex(resource_type, new, stored)
+        head = ResourceHead(resource_type=resource_type, id=new, version=1,
+                            patient_id=patient_id, last_updated=now, deleted=False)
+        self.session.add(head)
+        self._new_heads[(resource_type, new)] = head
+        self._reindex(resource_type, new, stored, fresh=True)
         self._audit(
             Act(Action.CREATE, patient=patient_id, resource_type=resource_type, resource_id=new)
         )
-        self._flush()
         return Stored(stored, resource_type, new, 1, now, created=True)
-
-    def _flush(self) -> None:
-        try:
-            self.session.flush()
-        except IntegrityError as exc:
-            msg = "a concurrent change to the same resource won; retry with the new version"
-            raise Conflict(msg) from exc
 
     def _visible_head(self, resource_type: str, resource_id: str, action: Action) -> ResourceHead:
         head = self._head(resource_type, resource_id)
@@ -477,7 +470,6 @@ class Repository:
         self._reindex(resource_type, resource_id, stored)
         self._audit(Act(Action.UPDATE, patient=patient_id, resource_type=resource_type,
                         resource_id=resource_id))
-        self._flush()
         return Stored(stored, resource_type, resource_id, version, now)
 
     def delete(self, resource_type: str, resource_id: str) -> bool:
@@ -498,7 +490,6 @@ class Repository:
         self._reindex(resource_type, resource_id, None)
         self._audit(Act(Action.DELETE, patient=head.patient_id, resource_type=resource_type,
                         resource_id=resource_id))
-        self._flush()
         return True
 
     # -- history ----------------------------------------------------------------------------

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from egide.core.errors import EgideError, StorageFailure
+from egide.core.errors import Conflict, EgideError, StorageFailure
 from egide.db.engine import transaction
 from egide.records.repository import pending_audits
 
@@ -25,6 +26,19 @@ def run_in_transaction(factory: sessionmaker[Session], work: Callable[[Session],
     try:
         with transaction(factory) as session:
             return work(session)
+    except IntegrityError as exc:
+        if "ledger_entry" in str(exc.statement or ""):
+            msg = "the audit ledger could not be written; the request was not carried out"
+            raise StorageFailure(msg) from exc
+        # Two writers raced for the same version of a resource (or the same new id): the
+        # loser's whole unit of work is rolled back and it is told to retry.
+        msg = "a concurrent change to the same resource won; read it again and retry"
+        raise Conflict(msg) from exc
+    except SQLAlchemyError as exc:
+        # Whatever the database said stays in the server log; the caller learns only that
+        # nothing was done (OWASP ASVS 5.0 V16.5.1).
+        msg = "the database could not complete the request; nothing was changed"
+        raise StorageFailure(msg) from exc
     except EgideError as exc:
         audits = pending_audits(exc)
         if audits:

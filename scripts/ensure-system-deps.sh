@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Make sure the system packages the build and the test suite need are present; install the
+# missing ones from Debian packages when running as root, else say what to install.
+#   make         runs the targets (absent from slim images)
+#   postgresql   the server for the PostgreSQL half of the suite (scripts/pg-test-cluster.sh)
+# Not needed yet: chromium (browser tests, tests/browser/) will be added here when they land.
+# Python 3.11 itself is a prerequisite, not installed here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v make >/dev/null 2>&1 || missing+=(make)
+bash scripts/pg-test-cluster.sh bindir >/dev/null 2>&1 || missing+=(postgresql)
+
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "==> system packages present: make, postgresql"
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "ensure-system-deps: missing ${missing[*]}: install them (Debian/Ubuntu: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+fi
+command -v apt-get >/dev/null 2>&1 \
+    || { echo "ensure-system-deps: missing ${missing[*]} and apt-get is not available" >&2; exit 1; }
+
+echo "==> installing system packages: ${missing[*]}"
+log="$(mktemp)"
+if ! { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
+        --no-install-recommends "${missing[@]}"; } </dev/null >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    rm -f "$log"
+    echo "ensure-system-deps: apt-get install ${missing[*]} failed" >&2
+    exit 1
+fi
+rm -f "$log"
