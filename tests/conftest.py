@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
-from tests.helpers import Database, issue_token, make_settings
 
 from egide.app import api_for
 from egide.cli.runtime import Services, initialise, open_services
@@ -26,6 +25,7 @@ from egide.core.clock import FixedClock
 from egide.core.settings import Settings
 from egide.db.engine import make_engine
 from egide.db.migrate import upgrade
+from tests.helpers import Database, issue_token, make_settings
 
 PG_URL = os.environ.get("EGIDE_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", "postgresql"]
@@ -69,8 +69,10 @@ def pg_template() -> Iterator[str]:
     if not PG_URL:
         pytest.skip("no PostgreSQL")
     name = f"egide_tpl_{os.getpid()}"
-    admin = create_engine(_pg_admin_url().replace("postgresql://", "postgresql+psycopg://"),
-                          isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        _pg_admin_url().replace("postgresql://", "postgresql+psycopg://"),
+        isolation_level="AUTOCOMMIT",
+    )
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
         conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -94,8 +96,10 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
         return
     template_name: str = request.getfixturevalue("pg_template")
     name = f"egide_t_{os.getpid()}_{next(_counter)}"
-    admin = create_engine(_pg_admin_url().replace("postgresql://", "postgresql+psycopg://"),
-                          isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        _pg_admin_url().replace("postgresql://", "postgresql+psycopg://"),
+        isolation_level="AUTOCOMMIT",
+    )
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"'))
     try:

@@ -33,5 +33,10 @@ def make_settings(data_dir: Path, database_url: str | None = None, **extra: obje
 
 def issue_token(services: Services, role: str, *, patient_id: str | None = None) -> str:
     with transaction(services.session_factory) as session:
-        return create_token(session, role=role, name=f"test {role}",
-                            clock=services.records.clock, patient_id=patient_id).token
+        return create_token(
+            session,
+            role=role,
+            name=f"test {role}",
+            clock=services.records.clock,
+            patient_id=patient_id,
+        ).token

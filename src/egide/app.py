@@ -17,8 +17,12 @@ from egide.core.settings import load_settings
 
 
 def api_for(services: Services) -> FastAPI:
-    ctx = ApiContext(settings=services.settings, session_factory=services.session_factory,
-                     records=services.records, version=__version__)
+    ctx = ApiContext(
+        settings=services.settings,
+        session_factory=services.session_factory,
+        records=services.records,
+        version=__version__,
+    )
     return create_api(ctx)
 
 

@@ -25,27 +25,45 @@ def patient(family: str = "Lefèvre", given: str = "Élodie", **extra: Any) -> d
     return body
 
 
-def observation(patient_id: str, *, code: str = "8867-4", value: float = 72,
-                date: str = "2026-02-01T10:00:00Z", **extra: Any) -> dict[str, Any]:
+def observation(
+    patient_id: str,
+    *,
+    code: str = "8867-4",
+    value: float = 72,
+    date: str = "2026-02-01T10:00:00Z",
+    **extra: Any,
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "resourceType": "Observation",
         "status": "final",
-        "category": [{"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-            "code": "vital-signs"}]}],
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "vital-signs",
+                    }
+                ]
+            }
+        ],
         "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
         "subject": {"reference": f"Patient/{patient_id}"},
         "effectiveDateTime": date,
-        "valueQuantity": {"value": value, "unit": "/min", "system": "http://unitsofmeasure.org",
-                          "code": "/min"},
+        "valueQuantity": {
+            "value": value,
+            "unit": "/min",
+            "system": "http://unitsofmeasure.org",
+            "code": "/min",
+        },
     }
     body.update(extra)
     return body
 
 
 def create(client: TestClient, token: str, resource: dict[str, Any]) -> dict[str, Any]:
-    response = client.post(f"/fhir/{resource['resourceType']}", json=resource,
-                           headers=headers(token))
+    response = client.post(
+        f"/fhir/{resource['resourceType']}", json=resource, headers=headers(token)
+    )
     assert response.status_code == 201, response.text
     created: dict[str, Any] = response.json()
     return created
@@ -54,5 +72,7 @@ def create(client: TestClient, token: str, resource: dict[str, Any]) -> dict[str
 def outcome_text(response: Any) -> str:
     body = response.json()
     assert body["resourceType"] == "OperationOutcome", body
-    return " ".join(str(i.get("diagnostics", "")) + " " + " ".join(i.get("expression", []))
-                    for i in body["issue"])
+    return " ".join(
+        str(i.get("diagnostics", "")) + " " + " ".join(i.get("expression", []))
+        for i in body["issue"]
+    )

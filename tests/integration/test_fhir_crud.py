@@ -11,8 +11,9 @@ from fastapi.testclient import TestClient
 from tests.integration.fhir_support import FHIR, create, headers, observation, outcome_text, patient
 
 
-def test_create_then_read_returns_the_resource_with_meta(client: TestClient,
-                                                          service_token: str) -> None:
+def test_create_then_read_returns_the_resource_with_meta(
+    client: TestClient, service_token: str
+) -> None:
     response = client.post("/fhir/Patient", json=patient(), headers=headers(service_token))
     assert response.status_code == 201
     assert response.headers["content-type"].startswith(FHIR)
@@ -34,12 +35,16 @@ def test_client_supplied_id_on_create_is_ignored(client: TestClient, service_tok
     assert body["id"] != "chosen-by-client"
 
 
-def test_update_creates_a_new_version_and_vread_sees_both(client: TestClient,
-                                                          service_token: str) -> None:
+def test_update_creates_a_new_version_and_vread_sees_both(
+    client: TestClient, service_token: str
+) -> None:
     pid = create(client, service_token, patient())["id"]
     changed = patient(family="Martin", id=pid)
-    response = client.put(f"/fhir/Patient/{pid}", json=changed,
-                          headers=headers(service_token, **{"If-Match": 'W/"1"'}))
+    response = client.put(
+        f"/fhir/Patient/{pid}",
+        json=changed,
+        headers=headers(service_token, **{"If-Match": 'W/"1"'}),
+    )
     assert response.status_code == 200, response.text
     assert response.json()["meta"]["versionId"] == "2"
     assert response.headers["etag"] == 'W/"2"'
@@ -51,14 +56,21 @@ def test_update_creates_a_new_version_and_vread_sees_both(client: TestClient,
     assert missing.status_code == 404
 
 
-def test_update_with_a_stale_if_match_is_refused_with_412(client: TestClient,
-                                                         service_token: str) -> None:
+def test_update_with_a_stale_if_match_is_refused_with_412(
+    client: TestClient, service_token: str
+) -> None:
     pid = create(client, service_token, patient())["id"]
-    ok = client.put(f"/fhir/Patient/{pid}", json=patient(id=pid, gender="male"),
-                    headers=headers(service_token, **{"If-Match": 'W/"1"'}))
+    ok = client.put(
+        f"/fhir/Patient/{pid}",
+        json=patient(id=pid, gender="male"),
+        headers=headers(service_token, **{"If-Match": 'W/"1"'}),
+    )
     assert ok.status_code == 200
-    stale = client.put(f"/fhir/Patient/{pid}", json=patient(id=pid, gender="other"),
-                       headers=headers(service_token, **{"If-Match": 'W/"1"'}))
+    stale = client.put(
+        f"/fhir/Patient/{pid}",
+        json=patient(id=pid, gender="other"),
+        headers=headers(service_token, **{"If-Match": 'W/"1"'}),
+    )
     assert stale.status_code == 412
     assert "version" in outcome_text(stale)
     current = client.get(f"/fhir/Patient/{pid}", headers=headers(service_token)).json()
@@ -68,40 +80,50 @@ def test_update_with_a_stale_if_match_is_refused_with_412(client: TestClient,
 
 def test_malformed_if_match_is_a_400(client: TestClient, service_token: str) -> None:
     pid = create(client, service_token, patient())["id"]
-    response = client.put(f"/fhir/Patient/{pid}", json=patient(id=pid),
-                          headers=headers(service_token, **{"If-Match": "yesterday"}))
+    response = client.put(
+        f"/fhir/Patient/{pid}",
+        json=patient(id=pid),
+        headers=headers(service_token, **{"If-Match": "yesterday"}),
+    )
     assert response.status_code == 400
 
 
-def test_update_with_mismatched_body_id_is_refused(client: TestClient,
-                                                   service_token: str) -> None:
+def test_update_with_mismatched_body_id_is_refused(client: TestClient, service_token: str) -> None:
     pid = create(client, service_token, patient())["id"]
     other = create(client, service_token, patient(family="Autre"))["id"]
-    response = client.put(f"/fhir/Patient/{pid}", json=patient(id=other),
-                          headers=headers(service_token))
+    response = client.put(
+        f"/fhir/Patient/{pid}", json=patient(id=other), headers=headers(service_token)
+    )
     assert response.status_code == 400
-    assert client.get(f"/fhir/Patient/{other}",
-                      headers=headers(service_token)).json()["meta"]["versionId"] == "1"
+    assert (
+        client.get(f"/fhir/Patient/{other}", headers=headers(service_token)).json()["meta"][
+            "versionId"
+        ]
+        == "1"
+    )
 
 
 def test_update_as_create_with_client_id(client: TestClient, service_token: str) -> None:
-    response = client.put("/fhir/Patient/migrated-42", json=patient(id="migrated-42"),
-                          headers=headers(service_token))
+    response = client.put(
+        "/fhir/Patient/migrated-42", json=patient(id="migrated-42"), headers=headers(service_token)
+    )
     assert response.status_code == 201
-    assert client.get("/fhir/Patient/migrated-42",
-                      headers=headers(service_token)).status_code == 200
+    assert (
+        client.get("/fhir/Patient/migrated-42", headers=headers(service_token)).status_code == 200
+    )
 
 
-def test_delete_is_versioned_and_read_answers_410(client: TestClient,
-                                                  service_token: str) -> None:
+def test_delete_is_versioned_and_read_answers_410(client: TestClient, service_token: str) -> None:
     pid = create(client, service_token, patient())["id"]
     response = client.delete(f"/fhir/Patient/{pid}", headers=headers(service_token))
     assert response.status_code == 200
     assert response.json()["resourceType"] == "OperationOutcome"
     gone = client.get(f"/fhir/Patient/{pid}", headers=headers(service_token))
     assert gone.status_code == 410
-    assert client.get(f"/fhir/Patient/{pid}/_history/1",
-                      headers=headers(service_token)).status_code == 200
+    assert (
+        client.get(f"/fhir/Patient/{pid}/_history/1", headers=headers(service_token)).status_code
+        == 200
+    )
     history = client.get(f"/fhir/Patient/{pid}/_history", headers=headers(service_token)).json()
     assert history["type"] == "history"
     assert history["total"] == 2
@@ -112,8 +134,9 @@ def test_delete_is_versioned_and_read_answers_410(client: TestClient,
     assert again.status_code == 200
 
 
-def test_read_unknown_resource_is_404_operation_outcome(client: TestClient,
-                                                        service_token: str) -> None:
+def test_read_unknown_resource_is_404_operation_outcome(
+    client: TestClient, service_token: str
+) -> None:
     response = client.get("/fhir/Patient/does-not-exist", headers=headers(service_token))
     assert response.status_code == 404
     assert response.json()["resourceType"] == "OperationOutcome"
@@ -125,8 +148,7 @@ def test_unknown_resource_type_is_404(client: TestClient, service_token: str) ->
     assert "unknown resource type" in outcome_text(response)
 
 
-def test_type_history_lists_versions_newest_first(client: TestClient,
-                                                  service_token: str) -> None:
+def test_type_history_lists_versions_newest_first(client: TestClient, service_token: str) -> None:
     pid = create(client, service_token, patient())["id"]
     create(client, service_token, observation(pid))
     create(client, service_token, observation(pid, value=80))
@@ -137,10 +159,12 @@ def test_type_history_lists_versions_newest_first(client: TestClient,
     assert system["total"] == 3
 
 
-def test_observation_for_a_missing_patient_is_refused(client: TestClient,
-                                                      service_token: str) -> None:
-    response = client.post("/fhir/Observation", json=observation("no-such-patient"),
-                           headers=headers(service_token))
+def test_observation_for_a_missing_patient_is_refused(
+    client: TestClient, service_token: str
+) -> None:
+    response = client.post(
+        "/fhir/Observation", json=observation("no-such-patient"), headers=headers(service_token)
+    )
     assert response.status_code == 422
     assert client.get("/fhir/Observation", headers=headers(service_token)).json()["total"] == 0
 
@@ -152,10 +176,26 @@ def test_metadata_is_a_capability_statement(client: TestClient) -> None:
     assert body["resourceType"] == "CapabilityStatement"
     assert body["fhirVersion"] == "4.0.1"
     types = {r["type"] for r in body["rest"][0]["resource"]}
-    required = {"Patient", "Practitioner", "PractitionerRole", "Organization", "Encounter",
-                "EpisodeOfCare", "CareTeam", "Appointment", "Observation", "Condition",
-                "AllergyIntolerance", "MedicationRequest", "Procedure", "Immunization",
-                "DiagnosticReport", "DocumentReference", "Consent", "Provenance"}
+    required = {
+        "Patient",
+        "Practitioner",
+        "PractitionerRole",
+        "Organization",
+        "Encounter",
+        "EpisodeOfCare",
+        "CareTeam",
+        "Appointment",
+        "Observation",
+        "Condition",
+        "AllergyIntolerance",
+        "MedicationRequest",
+        "Procedure",
+        "Immunization",
+        "DiagnosticReport",
+        "DocumentReference",
+        "Consent",
+        "Provenance",
+    }
     assert required <= types
 
 

@@ -15,7 +15,7 @@ class Permission(StrEnum):
     """`scope:resource:action`, alphabetised."""
 
     ADMIN_KEYS_ROTATE = "admin:keys:rotate"
-    ADMIN_TOKENS_MANAGE = "admin:tokens:manage"  # noqa: S105 - a permission name
+    ADMIN_TOKENS_MANAGE = "admin:tokens:manage"
     DIRECTORY_RESOURCE_READ = "directory:resource:read"
     DIRECTORY_RESOURCE_WRITE = "directory:resource:write"
     PATIENT_CLINICAL_READ = "patient:clinical:read"

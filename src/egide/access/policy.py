@@ -37,14 +37,10 @@ class Target:
 def required_permission(target: Target, operation: Operation) -> Permission:
     write = operation is Operation.WRITE
     if not target.patient_data and target.resource_type not in DEMOGRAPHIC_TYPES:
-        return (
-            Permission.DIRECTORY_RESOURCE_WRITE if write else Permission.DIRECTORY_RESOURCE_READ
-        )
+        return Permission.DIRECTORY_RESOURCE_WRITE if write else Permission.DIRECTORY_RESOURCE_READ
     if target.resource_type in DEMOGRAPHIC_TYPES:
         return (
-            Permission.PATIENT_DEMOGRAPHICS_WRITE
-            if write
-            else Permission.PATIENT_DEMOGRAPHICS_READ
+            Permission.PATIENT_DEMOGRAPHICS_WRITE if write else Permission.PATIENT_DEMOGRAPHICS_READ
         )
     return Permission.PATIENT_CLINICAL_WRITE if write else Permission.PATIENT_CLINICAL_READ
 

@@ -75,11 +75,16 @@ async def principal_of(request: Request) -> Principal:
             found = authenticate(session, token=token, clock=ctx.records.clock)
             if found is not None:
                 return found
-        anonymous = Principal(id="anonymous", role="anonymous", ip=ip, device=device,
-                              request_id=request_id)
+        anonymous = Principal(
+            id="anonymous", role="anonymous", ip=ip, device=device, request_id=request_id
+        )
         reason = "invalid bearer token" if token else "no credentials"
-        append(session, principal=anonymous, clock=ctx.records.clock,
-               act=Act(Action.LOGIN_FAILED, Outcome.DENIED, count=0, reasons=(reason,)))
+        append(
+            session,
+            principal=anonymous,
+            clock=ctx.records.clock,
+            act=Act(Action.LOGIN_FAILED, Outcome.DENIED, count=0, reasons=(reason,)),
+        )
         return None
 
     found = await run_in_threadpool(run_in_transaction, ctx.session_factory, work)
@@ -89,8 +94,7 @@ async def principal_of(request: Request) -> Principal:
     return found.with_request(ip=ip, device=device, request_id=request_id)
 
 
-async def _run(request: Request, principal: Principal,
-               work: Callable[[Repository], T]) -> T:
+async def _run(request: Request, principal: Principal, work: Callable[[Repository], T]) -> T:
     ctx = _ctx(request)
 
     def in_tx(session: Session) -> T:
@@ -153,14 +157,17 @@ def _prefer_minimal(request: Request) -> bool:
     return "return=minimal" in request.headers.get("prefer", "")
 
 
-def _page_links(request: Request, base: str, path: str, total: int, count: int,
-                offset: int) -> dict[str, str]:
-    params = [(k, v) for k, v in request.query_params.multi_items()
-              if k not in ("_offset", "_count")]
+def _page_links(
+    request: Request, base: str, path: str, *, total: int, count: int, offset: int
+) -> dict[str, str]:
+    params = [
+        (k, v) for k, v in request.query_params.multi_items() if k not in ("_offset", "_count")
+    ]
 
     def url(at: int) -> str:
-        return f"{base}/{path}?" + urlencode([*params, ("_count", str(count)),
-                                             ("_offset", str(at))])
+        return f"{base}/{path}?" + urlencode(
+            [*params, ("_count", str(count)), ("_offset", str(at))]
+        )
 
     links = {"self": url(offset), "first": url(0)}
     if count and offset + count < total:
@@ -209,14 +216,18 @@ async def metadata(request: Request) -> Response:
     """The CapabilityStatement (R4 3.1.0.12); readable without a token, as FHIR requires."""
     ctx = _ctx(request)
     statement = capability_statement(
-        base_url=_base(request), software_version=ctx.version,
-        resource_types=sorted(resource_types()), now=ctx.records.clock.now())
+        base_url=_base(request),
+        software_version=ctx.version,
+        resource_types=sorted(resource_types()),
+        now=ctx.records.clock.now(),
+    )
     return fhir_response(statement)
 
 
 @router.post("")
-async def batch_or_transaction(request: Request,
-                               principal: Principal = Depends(principal_of)) -> Response:
+async def batch_or_transaction(
+    request: Request, principal: Principal = Depends(principal_of)
+) -> Response:
     bundle = await _body(request)
     base = _base(request)
     result = await _run(request, principal, lambda repo: process_bundle(repo, bundle, base=base))
@@ -224,22 +235,26 @@ async def batch_or_transaction(request: Request,
 
 
 @router.get("/_history")
-async def system_history(request: Request,
-                         principal: Principal = Depends(principal_of)) -> Response:
+async def system_history(
+    request: Request, principal: Principal = Depends(principal_of)
+) -> Response:
     return await _history(request, principal, None, None)
 
 
 @router.get("/{resource_type}")
-async def search(resource_type: str, request: Request,
-                 principal: Principal = Depends(principal_of)) -> Response:
+async def search(
+    resource_type: str, request: Request, principal: Principal = Depends(principal_of)
+) -> Response:
     _check_type(resource_type)
-    return await _search(request, principal, resource_type,
-                         list(request.query_params.multi_items()))
+    return await _search(
+        request, principal, resource_type, list(request.query_params.multi_items())
+    )
 
 
 @router.post("/{resource_type}/_search")
-async def search_post(resource_type: str, request: Request,
-                      principal: Principal = Depends(principal_of)) -> Response:
+async def search_post(
+    resource_type: str, request: Request, principal: Principal = Depends(principal_of)
+) -> Response:
     """Search with parameters in an x-www-form-urlencoded body (R4 3.1.0.11)."""
     _check_type(resource_type)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -252,41 +267,56 @@ async def search_post(resource_type: str, request: Request,
     return await _search(request, principal, resource_type, params)
 
 
-async def _search(request: Request, principal: Principal, resource_type: str,
-                  params: list[tuple[str, str]]) -> Response:
+async def _search(
+    request: Request, principal: Principal, resource_type: str, params: list[tuple[str, str]]
+) -> Response:
     settings = _ctx(request).settings
-    query = parse_search_query(resource_type, params, default_count=settings.default_page_size,
-                               max_count=settings.max_page_size)
+    query = parse_search_query(
+        resource_type,
+        params,
+        default_count=settings.default_page_size,
+        max_count=settings.max_page_size,
+    )
     found, total = await _run(request, principal, lambda repo: repo.search(query))
     base = _base(request)
-    links = _page_links(request, base, resource_type, total, query.count, query.offset)
-    return fhir_response(searchset([s.resource for s in found], total=total, links=links,
-                                   base_url=base))
+    links = _page_links(
+        request, base, resource_type, total=total, count=query.count, offset=query.offset
+    )
+    return fhir_response(
+        searchset([s.resource for s in found], total=total, links=links, base_url=base)
+    )
 
 
 @router.post("/{resource_type}")
-async def create(resource_type: str, request: Request,
-                 principal: Principal = Depends(principal_of)) -> Response:
+async def create(
+    resource_type: str, request: Request, principal: Principal = Depends(principal_of)
+) -> Response:
     _check_type(resource_type)
     body = await _body(request)
     if body.get("resourceType") != resource_type:
         msg = f"the body's resourceType must be {resource_type}"
         raise BadRequest(msg)
     stored = await _run(request, principal, lambda repo: repo.create(body))
-    return fhir_response(None if _prefer_minimal(request) else stored.resource, 201,
-                         _headers(stored, _base(request)))
+    return fhir_response(
+        None if _prefer_minimal(request) else stored.resource, 201, _headers(stored, _base(request))
+    )
 
 
 @router.get("/{resource_type}/_history")
-async def type_history(resource_type: str, request: Request,
-                       principal: Principal = Depends(principal_of)) -> Response:
+async def type_history(
+    resource_type: str, request: Request, principal: Principal = Depends(principal_of)
+) -> Response:
     _check_type(resource_type)
     return await _history(request, principal, resource_type, None)
 
 
 @router.get("/{resource_type}/{resource_id}")
-async def read(resource_type: str, resource_id: str, request: Request,
-               principal: Principal = Depends(principal_of)) -> Response:
+async def read(
+    resource_type: str,
+    resource_id: str,
+    request: Request,
+    principal: Principal = Depends(principal_of),
+) -> Response:
     _check_type(resource_type)
     _check_id(resource_id)
     stored = await _run(request, principal, lambda repo: repo.read(resource_type, resource_id))
@@ -296,8 +326,12 @@ async def read(resource_type: str, resource_id: str, request: Request,
 
 
 @router.put("/{resource_type}/{resource_id}")
-async def update(resource_type: str, resource_id: str, request: Request,
-                 principal: Principal = Depends(principal_of)) -> Response:
+async def update(
+    resource_type: str,
+    resource_id: str,
+    request: Request,
+    principal: Principal = Depends(principal_of),
+) -> Response:
     _check_type(resource_type)
     _check_id(resource_id)
     body = await _body(request)
@@ -305,72 +339,97 @@ async def update(resource_type: str, resource_id: str, request: Request,
         msg = f"the body's resourceType must be {resource_type}"
         raise BadRequest(msg)
     if_match = request.headers.get("if-match")
-    stored = await _run(request, principal,
-                        lambda repo: repo.update(resource_type, resource_id, body,
-                                                 if_match=if_match))
+    stored = await _run(
+        request,
+        principal,
+        lambda repo: repo.update(resource_type, resource_id, body, if_match=if_match),
+    )
     status = 201 if stored.created else 200
-    return fhir_response(None if _prefer_minimal(request) else stored.resource, status,
-                         _headers(stored, _base(request)))
+    return fhir_response(
+        None if _prefer_minimal(request) else stored.resource,
+        status,
+        _headers(stored, _base(request)),
+    )
 
 
 @router.delete("/{resource_type}/{resource_id}")
-async def delete(resource_type: str, resource_id: str, request: Request,
-                 principal: Principal = Depends(principal_of)) -> Response:
+async def delete(
+    resource_type: str,
+    resource_id: str,
+    request: Request,
+    principal: Principal = Depends(principal_of),
+) -> Response:
     _check_type(resource_type)
     _check_id(resource_id)
-    deleted = await _run(request, principal,
-                         lambda repo: repo.delete(resource_type, resource_id))
+    deleted = await _run(request, principal, lambda repo: repo.delete(resource_type, resource_id))
     text = "deleted" if deleted else "already deleted"
     return fhir_response(informational(f"{resource_type}/{resource_id} {text}"))
 
 
 @router.get("/{resource_type}/{resource_id}/_history")
-async def instance_history(resource_type: str, resource_id: str, request: Request,
-                           principal: Principal = Depends(principal_of)) -> Response:
+async def instance_history(
+    resource_type: str,
+    resource_id: str,
+    request: Request,
+    principal: Principal = Depends(principal_of),
+) -> Response:
     _check_type(resource_type)
     _check_id(resource_id)
     return await _history(request, principal, resource_type, resource_id)
 
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}")
-async def vread(resource_type: str, resource_id: str, version_id: str, request: Request,
-                principal: Principal = Depends(principal_of)) -> Response:
+async def vread(
+    resource_type: str,
+    resource_id: str,
+    version_id: str,
+    request: Request,
+    principal: Principal = Depends(principal_of),
+) -> Response:
     _check_type(resource_type)
     _check_id(resource_id)
     if not version_id.isdigit() or len(version_id) > 9:
         msg = "version ids are whole numbers"
         raise NotFound(msg)
-    stored = await _run(request, principal,
-                        lambda repo: repo.vread(resource_type, resource_id, int(version_id)))
+    stored = await _run(
+        request, principal, lambda repo: repo.vread(resource_type, resource_id, int(version_id))
+    )
     headers = _headers(stored, _base(request))
     del headers["Location"]
     return fhir_response(stored.resource, 200, headers)
 
 
-async def _history(request: Request, principal: Principal, resource_type: str | None,
-                   resource_id: str | None) -> Response:
+async def _history(
+    request: Request, principal: Principal, resource_type: str | None, resource_id: str | None
+) -> Response:
     count, offset = _paging(request)
     since = _since(request)
     items, total = await _run(
-        request, principal,
-        lambda repo: repo.history(resource_type, resource_id, count=count, offset=offset,
-                                  since=since))
+        request,
+        principal,
+        lambda repo: repo.history(
+            resource_type, resource_id, count=count, offset=offset, since=since
+        ),
+    )
     base = _base(request)
     path = "/".join(p for p in (resource_type, resource_id, "_history") if p)
     entries = [
-        (item.resource, HistoryInfo(item.resource_type, item.id, str(item.version),
-                                    item.last_updated, item.method))
+        (
+            item.resource,
+            HistoryInfo(
+                item.resource_type, item.id, str(item.version), item.last_updated, item.method
+            ),
+        )
         for item in items
     ]
-    links = _page_links(request, base, path, total, count, offset)
+    links = _page_links(request, base, path, total=total, count=count, offset=offset)
     return fhir_response(history_bundle(entries, total=total, links=links, base_url=base))
 
 
 @router.api_route("/{rest:path}", methods=["PATCH", "HEAD", "OPTIONS"])
 async def unsupported(rest: str) -> Response:
     del rest
-    return outcome_response(405, [Issue("this interaction is not supported",
-                                        code="not-supported")])
+    return outcome_response(405, [Issue("this interaction is not supported", code="not-supported")])
 
 
 def install(app: Any) -> None:

@@ -28,17 +28,19 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 def fhir_response(
     body: dict[str, Any] | None, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
-    content = b"" if body is None else json.dumps(
-        body, separators=(",", ":"), ensure_ascii=False
-    ).encode("utf-8")
+    content = (
+        b""
+        if body is None
+        else json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    )
     all_headers = dict(NO_STORE)
     all_headers.update(headers or {})
-    return Response(content=content, status_code=status, media_type=FHIR_JSON,
-                    headers=all_headers)
+    return Response(content=content, status_code=status, media_type=FHIR_JSON, headers=all_headers)
 
 
-def outcome_response(status: int, issues: list[Issue], headers: dict[str, str] | None = None
-                     ) -> Response:
+def outcome_response(
+    status: int, issues: list[Issue], headers: dict[str, str] | None = None
+) -> Response:
     return fhir_response(operation_outcome(issues), status, headers)
 
 
@@ -54,15 +56,18 @@ async def http_error_handler(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "processing")
     text = {404: "no such endpoint", 405: "method not allowed on this endpoint"}.get(
-        exc.status_code, "the request could not be processed")
+        exc.status_code, "the request could not be processed"
+    )
     return outcome_response(exc.status_code, [Issue(text, code=code)])
 
 
 async def validation_error_handler(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     issues = [
-        Issue(f"invalid request {'.'.join(str(p) for p in err.get('loc', ()))}: "
-              f"{err.get('msg', 'invalid')}")
+        Issue(
+            f"invalid request {'.'.join(str(p) for p in err.get('loc', ()))}: "
+            f"{err.get('msg', 'invalid')}"
+        )
         for err in exc.errors()[:20]
     ]
     return outcome_response(400, issues)
@@ -71,5 +76,6 @@ async def validation_error_handler(_request: Request, exc: Exception) -> Respons
 async def unexpected_error_handler(_request: Request, exc: Exception) -> Response:
     # Logged server-side with the trace; the caller learns only that it failed.
     logger.error("unexpected error", exc_info=exc)
-    return outcome_response(500, [Issue("internal error; the request was not carried out",
-                                        code="exception")])
+    return outcome_response(
+        500, [Issue("internal error; the request was not carried out", code="exception")]
+    )

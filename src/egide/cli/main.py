@@ -22,11 +22,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from egide import __version__
 from egide.cli.runtime import Services, initialise, is_initialised, open_services
 from egide.core.errors import EgideError
+from egide.core.principal import Principal
 from egide.core.settings import Settings, load_settings
 from egide.crypto.errors import CryptoError
 from egide.db.engine import transaction
 from egide.identity.tokens import create_token
-from egide.core.principal import Principal
 from egide.ledger.service import Act, Action, append
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -61,135 +61,194 @@ def cli_errors(fn: F) -> F:
 
 
 def progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=err, transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
 
 
 def settings() -> Settings:
     return load_settings()
 
 
-def build(asgi_factory: AsgiFactory) -> typer.Typer:
-    """The command tree; `asgi_factory` builds the web application for `serve` and `demo`."""
-    app = typer.Typer(name="egide", no_args_is_help=True, add_completion=False,
-                      help="Égide: an encrypted, audited FHIR R4 record vault.",
-                      pretty_exceptions_enable=False)
-    token_app = typer.Typer(no_args_is_help=True, help="API bearer tokens.")
-    keys_app = typer.Typer(no_args_is_help=True, help="Key-encryption keys.")
-    app.add_typer(token_app, name="token")
-    app.add_typer(keys_app, name="keys")
+_ASGI_FACTORY: list[AsgiFactory] = []
 
-    @app.command()
-    @cli_errors
-    def version() -> None:
-        """Print the version."""
-        out.print(__version__)
 
-    @app.command()
-    @cli_errors
-    def init() -> None:
-        """Create the data directory, the keyring and the database schema."""
-        cfg = settings()
-        created = initialise(cfg)
-        services = open_services(cfg)
-        try:
-            if created:
-                with transaction(services.session_factory) as session:
-                    append(session, principal=OPERATOR, clock=services.records.clock,
-                           act=Act(Action.SYSTEM_INIT, count=0,
-                                   reasons=("egide init created the keyring and schema",)))
-        finally:
-            services.close()
-        where = cfg.data_dir.resolve()
-        err.print(f"egide: {'initialised' if created else 'already initialised; schema up to date'}"
-                  f" in {where}")
-        if created and cfg.master_secret is None:
-            err.print(f"egide: a demo master secret was written to {cfg.master_key_path}; "
-                      "in production set EGIDE_MASTER_SECRET instead")
+def _factory() -> AsgiFactory:
+    if not _ASGI_FACTORY:  # pragma: no cover - always set by egide.app.main
+        fail("the web application was not wired in; run egide through its console script")
+    return _ASGI_FACTORY[0]
 
-    @token_app.command("create")
-    @cli_errors
-    def token_create(
-        role: str = typer.Option(..., help="service, admin, physician, nurse, patient, ..."),
-        name: str = typer.Option(..., help="who or what holds the token"),
-        patient: str | None = typer.Option(None, help="patient id, for a patient token"),
-        days: int | None = typer.Option(None, min=1, help="expire after this many days"),
-    ) -> None:
-        """Print a new API bearer token (and nothing else on stdout)."""
-        services = open_services(settings())
-        try:
-            clock = services.records.clock
-            expires = clock.now() + dt.timedelta(days=days) if days else None
+
+app = typer.Typer(
+    name="egide",
+    no_args_is_help=True,
+    add_completion=False,
+    help="Égide: an encrypted, audited FHIR R4 record vault.",
+    pretty_exceptions_enable=False,
+)
+token_app = typer.Typer(no_args_is_help=True, help="API bearer tokens.")
+keys_app = typer.Typer(no_args_is_help=True, help="Key-encryption keys.")
+app.add_typer(token_app, name="token")
+app.add_typer(keys_app, name="keys")
+
+
+@app.command()
+@cli_errors
+def version() -> None:
+    """Print the version."""
+    out.print(__version__)
+
+
+@app.command()
+@cli_errors
+def init() -> None:
+    """Create the data directory, the keyring and the database schema."""
+    cfg = settings()
+    created = initialise(cfg)
+    services = open_services(cfg)
+    try:
+        if created:
             with transaction(services.session_factory) as session:
-                issued = create_token(session, role=role, name=name, clock=clock,
-                                      patient_id=patient, expires_at=expires)
-                append(session, principal=OPERATOR, clock=clock,
-                       act=Act(Action.TOKEN_CREATE, patient=patient, resource_id=issued.id,
-                               reasons=(f"role {issued.role}", f"name {issued.name}")))
-        finally:
-            services.close()
-        sys.stdout.write(issued.token + "\n")
+                append(
+                    session,
+                    principal=OPERATOR,
+                    clock=services.records.clock,
+                    act=Act(
+                        Action.SYSTEM_INIT,
+                        count=0,
+                        reasons=("egide init created the keyring and schema",),
+                    ),
+                )
+    finally:
+        services.close()
+    where = cfg.data_dir.resolve()
+    err.print(
+        f"egide: {'initialised' if created else 'already initialised; schema up to date'}"
+        f" in {where}"
+    )
+    if created and cfg.master_secret is None:
+        err.print(
+            f"egide: a demo master secret was written to {cfg.master_key_path}; "
+            "in production set EGIDE_MASTER_SECRET instead"
+        )
 
-    @keys_app.command("rotate")
-    @cli_errors
-    def keys_rotate() -> None:
-        """New key-encryption key; every data key re-wrapped; the old KEKs retired."""
-        services = open_services(settings())
-        try:
-            rotate_keys(services)
-        finally:
-            services.close()
 
-    @keys_app.command("status")
-    @cli_errors
-    def keys_status() -> None:
-        """Show the KEKs and how many data keys each wraps."""
-        services = open_services(settings())
-        try:
-            with transaction(services.session_factory) as session:
-                usage = services.records.envelope.kek_usage(session)
-            current = services.keyring.current_kek_id()
-            for info in services.keyring.list_keks():
-                state = "current" if info.id == current else (
-                    "retired" if info.retired else "active")
-                out.print(f"{info.id}  {state:8}  data keys: {usage.get(info.id, 0)}")
-        finally:
-            services.close()
-
-    @app.command()
-    @cli_errors
-    def serve(host: str = typer.Option("127.0.0.1", help="address to listen on"),
-              port: int = typer.Option(8000, min=1, max=65535)) -> None:
-        """Serve the API (FHIR R4 under /fhir)."""
-        cfg = settings()
-        if not is_initialised(cfg):
-            fail(f"no installation in {cfg.data_dir.resolve()}: run `egide init` first")
-        services = open_services(cfg)
-        run_server(asgi_factory(services), host, port)
-
-    @app.command()
-    @cli_errors
-    def demo(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
-             patients: int = typer.Option(500, min=1, max=20000),
-             serve_after: bool = typer.Option(True, "--serve/--no-serve",
-                                              help="start the server once seeded")) -> None:
-        """Init if needed, seed the demonstration clinic, print URLs and a token, serve."""
-        from egide.cli.demo.seed import seed_demo  # noqa: PLC0415 - heavy, demo only
-
-        cfg = settings()
-        initialise(cfg)
-        services = open_services(cfg)
-        summary = seed_demo(services, patients=patients, progress=progress)
+@token_app.command("create")
+@cli_errors
+def token_create(
+    role: str = typer.Option(..., help="service, admin, physician, nurse, patient, ..."),
+    name: str = typer.Option(..., help="who or what holds the token"),
+    patient: str | None = typer.Option(None, help="patient id, for a patient token"),
+    days: int | None = typer.Option(None, min=1, help="expire after this many days"),
+) -> None:
+    """Print a new API bearer token (and nothing else on stdout)."""
+    services = open_services(settings())
+    try:
+        clock = services.records.clock
+        expires = clock.now() + dt.timedelta(days=days) if days else None
         with transaction(services.session_factory) as session:
-            clock = services.records.clock
-            service_token = create_token(session, role="service", name="demo service token",
-                                         clock=clock).token
-            patient_token = create_token(session, role="patient", name="demo patient token",
-                                         clock=clock, patient_id=summary.first_patient).token
-            append(session, principal=OPERATOR, clock=clock,
-                   act=Act(Action.TOKEN_CREATE, count=2, reasons=("demo tokens",)))
-        base = f"http://{host}:{port}"
-        out.print(f"""
+            issued = create_token(
+                session, role=role, name=name, clock=clock, patient_id=patient, expires_at=expires
+            )
+            append(
+                session,
+                principal=OPERATOR,
+                clock=clock,
+                act=Act(
+                    Action.TOKEN_CREATE,
+                    patient=patient,
+                    resource_id=issued.id,
+                    reasons=(f"role {issued.role}", f"name {issued.name}"),
+                ),
+            )
+    finally:
+        services.close()
+    sys.stdout.write(issued.token + "\n")
+
+
+@keys_app.command("rotate")
+@cli_errors
+def keys_rotate() -> None:
+    """New key-encryption key; every data key re-wrapped; the old KEKs retired."""
+    services = open_services(settings())
+    try:
+        rotate_keys(services)
+    finally:
+        services.close()
+
+
+@keys_app.command("status")
+@cli_errors
+def keys_status() -> None:
+    """Show the KEKs and how many data keys each wraps."""
+    services = open_services(settings())
+    try:
+        with transaction(services.session_factory) as session:
+            usage = services.records.envelope.kek_usage(session)
+        current = services.keyring.current_kek_id()
+        for info in services.keyring.list_keks():
+            state = "current" if info.id == current else ("retired" if info.retired else "active")
+            out.print(f"{info.id}  {state:8}  data keys: {usage.get(info.id, 0)}")
+    finally:
+        services.close()
+
+
+@app.command()
+@cli_errors
+def serve(
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(8000, min=1, max=65535),
+) -> None:
+    """Serve the API (FHIR R4 under /fhir)."""
+    cfg = settings()
+    if not is_initialised(cfg):
+        fail(f"no installation in {cfg.data_dir.resolve()}: run `egide init` first")
+    services = open_services(cfg)
+    run_server(_factory()(services), host, port)
+
+
+@app.command()
+@cli_errors
+def demo(
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8000),
+    patients: int = typer.Option(500, min=1, max=20000),
+    serve_after: bool = typer.Option(
+        True, "--serve/--no-serve", help="start the server once seeded"
+    ),
+) -> None:
+    """Init if needed, seed the demonstration clinic, print URLs and a token, serve."""
+    from egide.cli.demo.seed import seed_demo  # noqa: PLC0415 - heavy, demo only
+
+    cfg = settings()
+    initialise(cfg)
+    services = open_services(cfg)
+    summary = seed_demo(services, patients=patients, progress=progress)
+    with transaction(services.session_factory) as session:
+        clock = services.records.clock
+        service_token = create_token(
+            session, role="service", name="demo service token", clock=clock
+        ).token
+        patient_token = create_token(
+            session,
+            role="patient",
+            name="demo patient token",
+            clock=clock,
+            patient_id=summary.first_patient,
+        ).token
+        append(
+            session,
+            principal=OPERATOR,
+            clock=clock,
+            act=Act(Action.TOKEN_CREATE, count=2, reasons=("demo tokens",)),
+        )
+    base = f"http://{host}:{port}"
+    out.print(f"""
 [bold]Égide demo clinic[/bold] — {summary.describe()}
 
   FHIR base URL      {base}/fhir
@@ -197,19 +256,23 @@ def build(asgi_factory: AsgiFactory) -> typer.Typer:
   Data directory     {cfg.data_dir.resolve()}
 
   Service token (system read/write of clinical data):
-    {service_token}
+{service_token}
   Patient token (patient {summary.first_patient}, own record only):
-    {patient_token}
+{patient_token}
 
   Try:
-    curl -H "Authorization: Bearer {service_token}" "{base}/fhir/Patient?family=martin"
-    curl -H "Authorization: Bearer {patient_token}" "{base}/fhir/Observation"
+curl -H "Authorization: Bearer {service_token}" "{base}/fhir/Patient?family=martin"
+curl -H "Authorization: Bearer {patient_token}" "{base}/fhir/Observation"
 """)
-        if serve_after:
-            run_server(asgi_factory(services), host, port)
-        else:
-            services.close()
+    if serve_after:
+        run_server(_factory()(services), host, port)
+    else:
+        services.close()
 
+
+def build(asgi_factory: AsgiFactory) -> typer.Typer:
+    """The command tree; `asgi_factory` builds the web application for `serve` and `demo`."""
+    _ASGI_FACTORY[:] = [asgi_factory]
     return app
 
 
@@ -227,13 +290,22 @@ def rotate_keys(services: Services) -> None:
 
         with transaction(services.session_factory) as session:
             count = envelope.rewrap_all(session, on_progress=on_progress)
-            append(session, principal=OPERATOR, clock=services.records.clock,
-                   act=Act(Action.KEY_ROTATE, count=count,
-                           reasons=(f"new KEK {new}", f"retired {', '.join(retiring) or '-'}")))
+            append(
+                session,
+                principal=OPERATOR,
+                clock=services.records.clock,
+                act=Act(
+                    Action.KEY_ROTATE,
+                    count=count,
+                    reasons=(f"new KEK {new}", f"retired {', '.join(retiring) or '-'}"),
+                ),
+            )
     for kek_id in retiring:
         keyring.retire(kek_id)
-    err.print(f"egide: new key-encryption key {new}; {count} data keys re-wrapped; "
-              f"retired {', '.join(retiring) or 'none'}")
+    err.print(
+        f"egide: new key-encryption key {new}; {count} data keys re-wrapped; "
+        f"retired {', '.join(retiring) or 'none'}"
+    )
 
 
 def run_server(asgi: Any, host: str, port: int) -> None:
@@ -241,5 +313,4 @@ def run_server(asgi: Any, host: str, port: int) -> None:
 
     # The access log is off: request lines carry search parameters (names, identifiers),
     # which are patient data. The ledger records every access instead (contract 4).
-    uvicorn.run(asgi, host=host, port=port, access_log=False, log_level="info",
-                server_header=False)
+    uvicorn.run(asgi, host=host, port=port, access_log=False, log_level="info", server_header=False)

@@ -70,9 +70,13 @@ def initialise(settings: Settings, *, random: RandomSource | None = None) -> boo
             # EGIDE_MASTER_SECRET from a secret manager (or uses an HSM provider).
             secret = secrets.token_urlsafe(32).encode("ascii")
             _write_private(settings.master_key_path, secret + b"\n")
-        FileKeyProvider.create(settings.keyring_path, secret, random=random,
-                               kdf_memory_kib=settings.kdf_memory_kib,
-                               kdf_iterations=settings.kdf_iterations)
+        FileKeyProvider.create(
+            settings.keyring_path,
+            secret,
+            random=random,
+            kdf_memory_kib=settings.kdf_memory_kib,
+            kdf_iterations=settings.kdf_iterations,
+        )
         created = True
     engine = make_engine(settings.effective_database_url)
     try:

@@ -18,7 +18,7 @@ class DecryptionError(CryptoError):
 
 
 # The name is part of the agreed API (no "Error" suffix): it states a fact, not a fault.
-class KeyShredded(CryptoError):  # noqa: N818
+class KeyShredded(CryptoError):
     """The owner's data key was destroyed (crypto-shredding); the data is gone for good."""
 
 

@@ -70,8 +70,10 @@ def _ok(stored: Stored, *, status: int) -> EntryResponse:
 
 def _entry_error(index: int, exc: EgideError) -> EgideError:
     """The same error, its messages prefixed with the failing entry (audits carried over)."""
-    issues = [Issue(f"Bundle.entry[{index}]: {i.message}", i.location, i.code, i.severity)
-              for i in exc.all_issues()]
+    issues = [
+        Issue(f"Bundle.entry[{index}]: {i.message}", i.location, i.code, i.severity)
+        for i in exc.all_issues()
+    ]
     wrapped = type(exc)(f"Bundle.entry[{index}]: {exc.message}", issues)
     wrapped.after_rollback = pending_audits(exc)  # type: ignore[attr-defined]
     return wrapped
@@ -89,8 +91,10 @@ class _Processor:
         resource_type, query = _split_url(reference)
         stored = self._search(resource_type, query, limit=2)
         if len(stored) != 1:
-            msg = (f"conditional reference to {resource_type} matched {len(stored)} "
-                   "resources; exactly one is required")
+            msg = (
+                f"conditional reference to {resource_type} matched {len(stored)} "
+                "resources; exactly one is required"
+            )
             raise Unprocessable(msg)
         return f"{resource_type}/{stored[0].id}"
 
@@ -159,8 +163,10 @@ class _Processor:
         if method == "PUT":
             parsed = parse_reference(path)
             if parsed is None or query:
-                msg = "PUT entries need a url of the form Type/id (conditional update is " \
-                      "not supported)"
+                msg = (
+                    "PUT entries need a url of the form Type/id (conditional update is "
+                    "not supported)"
+                )
                 raise BadRequest(msg)
             resource = self._prepare(self._resource(entry, parsed[0]))
             stored = self.repo.update(parsed[0], parsed[1], resource, if_match=entry.if_match)
@@ -171,8 +177,14 @@ class _Processor:
                 msg = "DELETE entries need a url of the form Type/id"
                 raise BadRequest(msg)
             self.repo.delete(*parsed)
-            return EntryResponse(status=_status(204), location=None, etag=None,
-                                 last_modified=None, resource=None, outcome=None)
+            return EntryResponse(
+                status=_status(204),
+                location=None,
+                etag=None,
+                last_modified=None,
+                resource=None,
+                outcome=None,
+            )
         if method == "GET":
             return self._get(path, query)
         msg = f"method {method} is not supported in a Bundle"
@@ -191,10 +203,17 @@ class _Processor:
         parts = path.split("/")
         if len(parts) == 1:
             found = self._search(parts[0], query, limit=100)
-            bundle = searchset([s.resource for s in found], total=len(found), links={},
-                               base_url=self.base)
-            return EntryResponse(status=_status(200), location=None, etag=None,
-                                 last_modified=None, resource=bundle, outcome=None)
+            bundle = searchset(
+                [s.resource for s in found], total=len(found), links={}, base_url=self.base
+            )
+            return EntryResponse(
+                status=_status(200),
+                location=None,
+                etag=None,
+                last_modified=None,
+                resource=bundle,
+                outcome=None,
+            )
         if len(parts) == 2:
             stored = self.repo.read(parts[0], parts[1])
         elif len(parts) == 4 and parts[2] == "_history" and parts[3].isdigit():
@@ -203,9 +222,14 @@ class _Processor:
             msg = "GET entries support Type/id, Type/id/_history/n and Type?query"
             raise BadRequest(msg)
         response = _ok(stored, status=200)
-        return EntryResponse(status=response.status, location=None, etag=response.etag,
-                             last_modified=response.last_modified, resource=stored.resource,
-                             outcome=None)
+        return EntryResponse(
+            status=response.status,
+            location=None,
+            etag=response.etag,
+            last_modified=response.last_modified,
+            resource=stored.resource,
+            outcome=None,
+        )
 
 
 def process_bundle(repo: Repository, bundle: dict[str, Any], *, base: str) -> dict[str, Any]:
@@ -232,8 +256,9 @@ def process_bundle(repo: Repository, bundle: dict[str, Any], *, base: str) -> di
     for entry in request.entries:
         savepoint = repo.session.begin_nested()
         try:
-            result = processor.run(entry, None if entry.method != "POST" else
-                                   new_id(repo.services.random))
+            result = processor.run(
+                entry, None if entry.method != "POST" else new_id(repo.services.random)
+            )
             try:
                 savepoint.commit()
             except IntegrityError as exc:
@@ -243,8 +268,13 @@ def process_bundle(repo: Repository, bundle: dict[str, Any], *, base: str) -> di
             savepoint.rollback()
             for audit in pending_audits(exc):
                 audit(repo.session)
-            result = EntryResponse(status=str(exc.status), location=None, etag=None,
-                                   last_modified=None, resource=None,
-                                   outcome=outcome_for(_entry_error(entry.index, exc)))
+            result = EntryResponse(
+                status=str(exc.status),
+                location=None,
+                etag=None,
+                last_modified=None,
+                resource=None,
+                outcome=outcome_for(_entry_error(entry.index, exc)),
+            )
         results.append(result)
     return batch_response(results)

@@ -51,9 +51,7 @@ class ResourceVersion(Base):
     method: Mapped[str] = mapped_column(String(8))  # POST, PUT or DELETE
     body: Mapped[bytes | None] = mapped_column(LargeBinary)  # sealed; None for a deletion
 
-    __table_args__ = (
-        Index("ix_records_version_type_updated", "resource_type", "last_updated"),
-    )
+    __table_args__ = (Index("ix_records_version_type_updated", "resource_type", "last_updated"),)
 
 
 class SearchToken(Base):

@@ -105,19 +105,19 @@ class HistoryItem:
     method: str
 
 
-def defer_audit(exc: EgideError, session_action: Callable[[Session], None]) -> EgideError:
+def defer_audit(exc: EgideError, session_action: Callable[[Session], object]) -> EgideError:
     """Attach an audit action to run in a fresh transaction after the failed one rolls back.
 
     A denial must be in the ledger even though the request fails and its transaction is
     rolled back (contract 2: every denial is audited).
     """
-    pending: list[Callable[[Session], None]] = getattr(exc, "after_rollback", [])
+    pending: list[Callable[[Session], object]] = getattr(exc, "after_rollback", [])
     pending.append(session_action)
     exc.after_rollback = pending  # type: ignore[attr-defined]
     return exc
 
 
-def pending_audits(exc: BaseException) -> list[Callable[[Session], None]]:
+def pending_audits(exc: BaseException) -> list[Callable[[Session], object]]:
     """The audit actions a failed unit of work must still write (see `defer_audit`)."""
     return list(getattr(exc, "after_rollback", []))
 
@@ -146,7 +146,7 @@ def parse_etag(value: str) -> int:
         text = text[2:]
     text = text.strip('"')
     if not text.isdigit() or len(text) > 9:
-        msg = "If-Match must be an ETag like W/\"3\""
+        msg = 'If-Match must be an ETag like W/"3"'
         raise BadRequest(msg)
     return int(text)
 
@@ -182,8 +182,14 @@ class Repository:
         decision = decide(self.principal, operation, target)
         if not decision.allowed:
             hidden = resource_id is not None or operation is Operation.READ
-            self._raise_hidden(action, resource_type, resource_id, patient_id, decision.reasons,
-                               error=None if hidden else Forbidden)
+            self._raise_hidden(
+                action,
+                resource_type,
+                resource_id,
+                patient_id,
+                decision.reasons,
+                error=None if hidden else Forbidden,
+            )
         return decision
 
     def _raise_hidden(
@@ -303,8 +309,14 @@ class Repository:
         )
         return resource
 
-    def _reindex(self, resource_type: str, resource_id: str, resource: dict[str, Any] | None,
-                 *, fresh: bool = False) -> None:
+    def _reindex(
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any] | None,
+        *,
+        fresh: bool = False,
+    ) -> None:
         for model in () if fresh else (SearchToken, SearchReference, SearchDate):
             self.session.execute(
                 delete(model).where(
@@ -334,12 +346,14 @@ class Repository:
         if value.type == "date":
             # A secret date (birth date) is indexed at year, month and day precision only, so
             # `birthdate=1980`, `1980-04` and `1980-04-12` work and nothing else leaks.
-            if value.low is not None:
+            if value.low is not None and value.high is not None:
                 day = value.low.date().isoformat()
-                precision = len(value.text or day)
-                for cut in (4, 7, 10):
-                    if cut <= max(precision, 4):
-                        tokens.append(index.token(value.param, "d:" + day[:cut]))
+                precision = _date_precision(value.low, value.high)
+                tokens.extend(
+                    index.token(value.param, "d:" + day[:cut])
+                    for cut in (4, 7, 10)
+                    if cut <= precision
+                )
         elif value.type == "token":
             if value.code:
                 tokens.append(index.token(value.param, "c:" + value.code))
@@ -376,8 +390,14 @@ class Repository:
             method="POST",
             now=now,
         )
-        head = ResourceHead(resource_type=resource_type, id=new, version=1,
-                            patient_id=patient_id, last_updated=now, deleted=False)
+        head = ResourceHead(
+            resource_type=resource_type,
+            id=new,
+            version=1,
+            patient_id=patient_id,
+            last_updated=now,
+            deleted=False,
+        )
         self.session.add(head)
         self._new_heads[(resource_type, new)] = head
         self._reindex(resource_type, new, stored, fresh=True)
@@ -394,18 +414,28 @@ class Repository:
             )
             raise AssertionError  # pragma: no cover - _raise_hidden always raises
         operation = Operation.WRITE if action in (Action.UPDATE, Action.DELETE) else Operation.READ
-        self._check(operation, resource_type, head.patient_id, action=action, resource_id=resource_id)
+        self._check(
+            operation, resource_type, head.patient_id, action=action, resource_id=resource_id
+        )
         return head
 
     def read(self, resource_type: str, resource_id: str) -> Stored:
         head = self._visible_head(resource_type, resource_id, Action.READ)
         if head.deleted:
             principal, clock = self.principal, self.services.clock
-            act = Act(Action.READ, Outcome.ERROR, head.patient_id, resource_type, resource_id,
-                      0, reasons=("deleted",))
+            act = Act(
+                Action.READ,
+                Outcome.ERROR,
+                head.patient_id,
+                resource_type,
+                resource_id,
+                0,
+                reasons=("deleted",),
+            )
             msg = f"{resource_type}/{resource_id} was deleted"
-            raise defer_audit(Gone(msg),
-                              lambda s: append(s, principal=principal, act=act, clock=clock))
+            raise defer_audit(
+                Gone(msg), lambda s: append(s, principal=principal, act=act, clock=clock)
+            )
         return self._read_version(head, head.version)
 
     def vread(self, resource_type: str, resource_id: str, version: int) -> Stored:
@@ -419,14 +449,25 @@ class Repository:
             raise NotFound(msg)
         if row.patient_id != head.patient_id:
             # An older version belonged to another patient's compartment: decide on it too.
-            self._check(Operation.READ, row.resource_type, row.patient_id, action=Action.READ,
-                        resource_id=row.id)
+            self._check(
+                Operation.READ,
+                row.resource_type,
+                row.patient_id,
+                action=Action.READ,
+                resource_id=row.id,
+            )
         if row.body is None:
             msg = f"{head.resource_type}/{head.id} version {version} is a deletion"
             raise Gone(msg)
         resource = self._open(row)
-        self._audit(Act(Action.READ, patient=row.patient_id, resource_type=row.resource_type,
-                        resource_id=row.id))
+        self._audit(
+            Act(
+                Action.READ,
+                patient=row.patient_id,
+                resource_type=row.resource_type,
+                resource_id=row.id,
+            )
+        )
         return Stored(resource, row.resource_type, row.id, row.version, row.last_updated)
 
     def update(
@@ -450,26 +491,52 @@ class Repository:
                 msg = f"{resource_type}/{resource_id} does not exist; If-Match cannot hold"
                 raise PreconditionFailed(msg)
             return self.create(resource, resource_id=resource_id)
-        self._check(Operation.WRITE, resource_type, head.patient_id, action=Action.UPDATE,
-                    resource_id=resource_id)
+        self._check(
+            Operation.WRITE,
+            resource_type,
+            head.patient_id,
+            action=Action.UPDATE,
+            resource_id=resource_id,
+        )
         if expected is not None and expected != head.version:
             msg = f"version conflict: the current version is {head.version}, not {expected}"
             raise PreconditionFailed(msg)
         patient_id = self._patient_of(resource, resource_id)
         if patient_id != head.patient_id:
             # Moving a resource to another patient needs the right to write there as well.
-            self._check(Operation.WRITE, resource_type, patient_id, action=Action.UPDATE,
-                        resource_id=resource_id)
+            self._check(
+                Operation.WRITE,
+                resource_type,
+                patient_id,
+                action=Action.UPDATE,
+                resource_id=resource_id,
+            )
         now = self.services.clock.now()
         version = head.version + 1
-        stored = self._write_version(resource, resource_type=resource_type,
-                                     resource_id=resource_id, version=version,
-                                     patient_id=patient_id, method="PUT", now=now)
+        stored = self._write_version(
+            resource,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            version=version,
+            patient_id=patient_id,
+            method="PUT",
+            now=now,
+        )
         head.version, head.patient_id, head.last_updated, head.deleted = (
-            version, patient_id, now, False)
+            version,
+            patient_id,
+            now,
+            False,
+        )
         self._reindex(resource_type, resource_id, stored)
-        self._audit(Act(Action.UPDATE, patient=patient_id, resource_type=resource_type,
-                        resource_id=resource_id))
+        self._audit(
+            Act(
+                Action.UPDATE,
+                patient=patient_id,
+                resource_type=resource_type,
+                resource_id=resource_id,
+            )
+        )
         return Stored(stored, resource_type, resource_id, version, now)
 
     def delete(self, resource_type: str, resource_id: str) -> bool:
@@ -483,13 +550,27 @@ class Repository:
         now = self.services.clock.now()
         head.version += 1
         head.last_updated, head.deleted = now, True
-        self.session.add(ResourceVersion(
-            resource_type=resource_type, id=resource_id, version=head.version,
-            patient_id=head.patient_id, key_owner=head.patient_id or ORG_KEY_OWNER,
-            last_updated=now, method="DELETE", body=None))
+        self.session.add(
+            ResourceVersion(
+                resource_type=resource_type,
+                id=resource_id,
+                version=head.version,
+                patient_id=head.patient_id,
+                key_owner=head.patient_id or ORG_KEY_OWNER,
+                last_updated=now,
+                method="DELETE",
+                body=None,
+            )
+        )
         self._reindex(resource_type, resource_id, None)
-        self._audit(Act(Action.DELETE, patient=head.patient_id, resource_type=resource_type,
-                        resource_id=resource_id))
+        self._audit(
+            Act(
+                Action.DELETE,
+                patient=head.patient_id,
+                resource_type=resource_type,
+                resource_id=resource_id,
+            )
+        )
         return True
 
     # -- history ----------------------------------------------------------------------------
@@ -517,42 +598,72 @@ class Repository:
         restriction = search_restriction(self.principal)
         if restriction is not None:
             stmt = stmt.where(
-                or_(ResourceVersion.patient_id == restriction,
-                    and_(ResourceVersion.patient_id.is_(None),
-                         ResourceVersion.resource_type.not_in(_patient_data_types())))
+                or_(
+                    ResourceVersion.patient_id == restriction,
+                    and_(
+                        ResourceVersion.patient_id.is_(None),
+                        ResourceVersion.resource_type.not_in(_patient_data_types()),
+                    ),
+                )
             )
         if resource_type is not None and resource_id is None:
             self._check(Operation.SEARCH, resource_type, restriction, action=Action.SEARCH)
         total = self.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
         rows = self.session.scalars(
             stmt.order_by(ResourceVersion.last_updated.desc(), ResourceVersion.version.desc())
-            .offset(offset).limit(count)
+            .offset(offset)
+            .limit(count)
         ).all()
         items: list[HistoryItem] = []
         touched: Counter[str | None] = Counter()
         for row in rows:
-            target = Target(row.resource_type, row.patient_id,
-                            is_patient_data(row.resource_type, row.patient_id))
+            target = Target(
+                row.resource_type,
+                row.patient_id,
+                is_patient_data(row.resource_type, row.patient_id),
+            )
             if not decide(self.principal, Operation.READ, target).allowed:
                 total -= 1  # pragma: no cover - the SQL filter already excludes these
                 continue
             body = self._open(row) if row.body is not None else None
-            items.append(HistoryItem(body, row.resource_type, row.id, row.version,
-                                     row.last_updated, row.method))
+            items.append(
+                HistoryItem(
+                    body, row.resource_type, row.id, row.version, row.last_updated, row.method
+                )
+            )
             touched[row.patient_id] += 1
         self._audit_many(Action.READ, resource_type, resource_id, touched)
         return items, total
 
-    def _audit_many(self, action: Action, resource_type: str | None, resource_id: str | None,
-                    touched: Counter[str | None]) -> None:
+    def _audit_many(
+        self,
+        action: Action,
+        resource_type: str | None,
+        resource_id: str | None,
+        touched: Counter[str | None],
+    ) -> None:
         # One entry per patient whose data was returned, so every patient's access report
         # shows the searches that returned their records.
         if not touched:
-            self._audit(Act(action, patient=None, resource_type=resource_type,
-                            resource_id=resource_id, count=0))
+            self._audit(
+                Act(
+                    action,
+                    patient=None,
+                    resource_type=resource_type,
+                    resource_id=resource_id,
+                    count=0,
+                )
+            )
         for patient_id, n in sorted(touched.items(), key=lambda kv: kv[0] or ""):
-            self._audit(Act(action, patient=patient_id, resource_type=resource_type,
-                            resource_id=resource_id, count=n))
+            self._audit(
+                Act(
+                    action,
+                    patient=patient_id,
+                    resource_type=resource_type,
+                    resource_id=resource_id,
+                    count=n,
+                )
+            )
 
     # -- search -----------------------------------------------------------------------------
 
@@ -561,22 +672,29 @@ class Repository:
         total, both computed after the policy filter so neither leaks hidden resources."""
         resource_type = query.resource_type
         restriction = search_restriction(self.principal)
-        self._check(Operation.SEARCH, resource_type,
-                    restriction if is_patient_data(resource_type) else None,
-                    action=Action.SEARCH)
+        self._check(
+            Operation.SEARCH,
+            resource_type,
+            restriction if is_patient_data(resource_type) else None,
+            action=Action.SEARCH,
+        )
         stmt = self._search_statement(query, restriction)
         total = self.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
         heads = self.session.scalars(
             stmt.order_by(ResourceHead.last_updated.desc(), ResourceHead.id)
-            .offset(query.offset).limit(query.count)
+            .offset(query.offset)
+            .limit(query.count)
         ).all()
         versions = self._versions_of(heads)
         results: list[Stored] = []
         touched: Counter[str | None] = Counter()
         for head in heads:
             row = versions[(head.resource_type, head.id, head.version)]
-            results.append(Stored(self._open(row), head.resource_type, head.id, head.version,
-                                  head.last_updated))
+            results.append(
+                Stored(
+                    self._open(row), head.resource_type, head.id, head.version, head.last_updated
+                )
+            )
             touched[head.patient_id] += 1
         self._audit_many(Action.SEARCH, resource_type, None, touched)
         return results, total
@@ -589,15 +707,23 @@ class Repository:
         keys = [(h.resource_type, h.id, h.version) for h in heads]
         rows = self.session.scalars(
             select(ResourceVersion).where(
-                or_(*(and_(ResourceVersion.resource_type == t, ResourceVersion.id == i,
-                           ResourceVersion.version == v) for t, i, v in keys))
+                or_(
+                    *(
+                        and_(
+                            ResourceVersion.resource_type == t,
+                            ResourceVersion.id == i,
+                            ResourceVersion.version == v,
+                        )
+                        for t, i, v in keys
+                    )
+                )
             )
         ).all()
         return {(r.resource_type, r.id, r.version): r for r in rows}
 
     def _search_statement(
         self, query: SearchQuery, restriction: str | None
-    ) -> Select[tuple[ResourceHead]]:
+    ) -> Select[ResourceHead]:
         rt = query.resource_type
         stmt = select(ResourceHead).where(
             ResourceHead.resource_type == rt, ResourceHead.deleted.is_(False)
@@ -608,8 +734,11 @@ class Repository:
             stmt = stmt.where(ResourceHead.id.in_(query.ids))
         for value in query.last_updated:
             low, high = _date_bounds(value)
-            stmt = stmt.where(_date_match(value.prefix, ResourceHead.last_updated,
-                                          ResourceHead.last_updated, low, high))
+            stmt = stmt.where(
+                _date_match(
+                    value.prefix, ResourceHead.last_updated, ResourceHead.last_updated, low, high
+                )
+            )
         for criterion in query.criteria:
             stmt = stmt.where(self._criterion(rt, criterion))
         return stmt
@@ -619,22 +748,26 @@ class Repository:
         alternatives: list[Any] = []
         for value in criterion.values:
             if isinstance(value, ReferenceValue):
-                ref_type = value.ref_type or (
-                    "Patient" if criterion.param == "patient" else None)
-                cond = and_(SearchReference.resource_type == resource_type,
-                            SearchReference.resource_id == ResourceHead.id,
-                            SearchReference.param == criterion.param,
-                            SearchReference.ref_id == value.ref_id)
+                ref_type = value.ref_type or ("Patient" if criterion.param == "patient" else None)
+                cond = and_(
+                    SearchReference.resource_type == resource_type,
+                    SearchReference.resource_id == ResourceHead.id,
+                    SearchReference.param == criterion.param,
+                    SearchReference.ref_id == value.ref_id,
+                )
                 if ref_type is not None:
                     cond = and_(cond, SearchReference.ref_type == ref_type)
                 alternatives.append(exists().where(cond))
             elif isinstance(value, DateValue) and not param.secret:
                 low, high = _date_bounds(value)
-                alternatives.append(exists().where(
-                    SearchDate.resource_type == resource_type,
-                    SearchDate.resource_id == ResourceHead.id,
-                    SearchDate.param == criterion.param,
-                    _date_match(value.prefix, SearchDate.low, SearchDate.high, low, high)))
+                alternatives.append(
+                    exists().where(
+                        SearchDate.resource_type == resource_type,
+                        SearchDate.resource_id == ResourceHead.id,
+                        SearchDate.param == criterion.param,
+                        _date_match(value.prefix, SearchDate.low, SearchDate.high, low, high),
+                    )
+                )
             else:
                 tokens = self._query_tokens(criterion, value)
                 alternatives.append(_all_tokens(resource_type, criterion.param, tokens))
@@ -650,8 +783,10 @@ class Repository:
             return [index.token(name, "c:" + value.code)]
         if isinstance(value, StringValue):
             if value.contains:
-                msg = f"{name}:contains is not supported: names are searched through blind " \
-                      "indexes, which match whole words and prefixes only"
+                msg = (
+                    f"{name}:contains is not supported: names are searched through blind "
+                    "indexes, which match whole words and prefixes only"
+                )
                 raise BadRequest(msg)
             if value.exact:
                 return [index.token(name, "x:" + value.text)]
@@ -669,30 +804,44 @@ class Repository:
             if value.prefix != "eq":
                 msg = f"{name} supports equality only (it is stored as a blind index)"
                 raise BadRequest(msg)
-            text = value.low.date().isoformat()
-            span = value.high - value.low
-            cut = 10 if span <= dt.timedelta(days=1) else 7 if span <= dt.timedelta(days=31) else 4
-            return [index.token(name, "d:" + text[:cut])]
+            cut = _date_precision(value.low, value.high)
+            return [index.token(name, "d:" + value.low.date().isoformat()[:cut])]
         msg = f"unsupported value for search parameter {name}"
         raise BadRequest(msg)
 
 
+def _date_precision(low: dt.datetime, high: dt.datetime) -> int:
+    """How many characters of YYYY-MM-DD a [low, high) range pins down: 10, 7 or 4."""
+    span = high - low
+    if span <= dt.timedelta(days=1):
+        return 10
+    if span <= dt.timedelta(days=31):
+        return 7
+    return 4
+
+
 def _all_tokens(resource_type: str, param: str, tokens: Sequence[bytes]) -> Any:
     """Every token must be present for the resource (all words of a name search)."""
-    return and_(*(
-        exists().where(SearchToken.resource_type == resource_type,
-                       SearchToken.resource_id == ResourceHead.id,
-                       SearchToken.param == param, SearchToken.value == token)
-        for token in tokens
-    ))
+    return and_(
+        *(
+            exists().where(
+                SearchToken.resource_type == resource_type,
+                SearchToken.resource_id == ResourceHead.id,
+                SearchToken.param == param,
+                SearchToken.value == token,
+            )
+            for token in tokens
+        )
+    )
 
 
 def _date_bounds(value: DateValue) -> tuple[dt.datetime, dt.datetime]:
     return value.low, value.high
 
 
-def _date_match(prefix: str, col_low: Any, col_high: Any, low: dt.datetime,
-                high: dt.datetime) -> Any:
+def _date_match(
+    prefix: str, col_low: Any, col_high: Any, low: dt.datetime, high: dt.datetime
+) -> Any:
     """FHIR R4 search 3.1.1.4.1 prefixes over ranges: the target [col_low, col_high) against
     the search value's implicit range [low, high)."""
     eq = and_(col_low >= low, col_high <= high)

@@ -38,13 +38,19 @@ class SeedSummary:
         return f"{self.patients} patients, {self.staff} staff, {self.created} FHIR resources"
 
 
-def seed_demo(services: Services, *, patients: int = 500, staff: int = 30, seed: int = 2026,
-              progress: Callable[[], Progress] | None = None,
-              today: dt.date | None = None) -> SeedSummary:
+def seed_demo(
+    services: Services,
+    *,
+    patients: int = 500,
+    staff: int = 30,
+    seed: int = 2026,
+    progress: Callable[[], Progress] | None = None,
+    today: dt.date | None = None,
+) -> SeedSummary:
     with transaction(services.session_factory) as session:
         existing = session.scalars(
-            select(ResourceHead.id).where(ResourceHead.resource_type == "Patient",
-                                          ResourceHead.deleted.is_(False))
+            select(ResourceHead.id)
+            .where(ResourceHead.resource_type == "Patient", ResourceHead.deleted.is_(False))
             .order_by(ResourceHead.last_updated, ResourceHead.id)
         ).all()
     if existing:
@@ -58,7 +64,7 @@ def seed_demo(services: Services, *, patients: int = 500, staff: int = 30, seed:
         bar.start()
     try:
         for start in range(0, len(resources), BATCH):
-            chunk = resources[start:start + BATCH]
+            chunk = resources[start : start + BATCH]
             with transaction(services.session_factory) as session:
                 repo = system_repository(session, services.records, job="demo-seed")
                 for resource in chunk:
@@ -68,5 +74,10 @@ def seed_demo(services: Services, *, patients: int = 500, staff: int = 30, seed:
     finally:
         if bar:
             bar.stop()
-    return SeedSummary(len(resources), len(clinic.patient_ids), len(clinic.staff),
-                       clinic.patient_ids[0], already_seeded=False)
+    return SeedSummary(
+        len(resources),
+        len(clinic.patient_ids),
+        len(clinic.staff),
+        clinic.patient_ids[0],
+        already_seeded=False,
+    )
