@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
 from _common import (
     PG_URL_ENV,
     environment_line,
@@ -50,7 +51,6 @@ from _common import (
     service_token,
     temp_dir,
 )
-
 from egide.crypto.aead import UnsafeNullCipher
 
 FHIR = "application/fhir+json"

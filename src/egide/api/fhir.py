@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from email.utils import format_datetime
 from typing import Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -296,7 +296,17 @@ async def create(
     if body.get("resourceType") != resource_type:
         msg = f"the body's resourceType must be {resource_type}"
         raise BadRequest(msg)
-    stored = await _run(request, principal, lambda repo: repo.create(body))
+    if_none_exist = request.headers.get("if-none-exist")
+    if if_none_exist is not None:
+        # Conditional create (R4 3.1.0.8): the query must match at most one resource.
+        query = parse_search_query(resource_type, parse_qsl(if_none_exist, keep_blank_values=True))
+        stored, created = await _run(
+            request, principal, lambda repo: repo.create_unless_exists(body, query)
+        )
+        if not created:
+            return fhir_response(None, 200, _headers(stored, _base(request)))
+    else:
+        stored = await _run(request, principal, lambda repo: repo.create(body))
     return fhir_response(
         None if _prefer_minimal(request) else stored.resource, 201, _headers(stored, _base(request))
     )

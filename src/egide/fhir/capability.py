@@ -24,9 +24,10 @@ _INTERACTIONS = (
 
 _SECURITY = (
     "Every interaction requires an OAuth 2.0 bearer token (RFC 6750) in the Authorization "
-    "header. Access is decided per resource from the caller's role, care relationships and "
-    "the patient's consent; a resource the caller may not see answers 404 Not Found. Every "
-    "access is recorded in a tamper-evident audit ledger."
+    "header. Access is decided per resource from the token's role and, for patient tokens, "
+    "the patient's own compartment; a resource the caller may not see answers 404 Not Found. "
+    "Every access, denial and failed authentication is recorded in the audit ledger in the "
+    "same transaction as the act."
 )
 
 
@@ -67,8 +68,8 @@ def _resource(resource_type: str) -> dict[str, Any]:
         "interaction": [{"code": code} for code in _INTERACTIONS],
         "versioning": "versioned-update",
         "readHistory": True,
-        "updateCreate": False,
-        "conditionalCreate": False,
+        "updateCreate": True,
+        "conditionalCreate": True,
         "conditionalRead": "not-supported",
         "conditionalUpdate": False,
         "conditionalDelete": "not-supported",

@@ -14,6 +14,7 @@ Functions never commit: the caller's unit of work does.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections import Counter
@@ -406,6 +407,21 @@ class Repository:
         )
         return Stored(stored, resource_type, new, 1, now, created=True)
 
+    def create_unless_exists(
+        self, resource: dict[str, Any], query: SearchQuery
+    ) -> tuple[Stored, bool]:
+        """Conditional create (FHIR R4 3.1.0.8): create unless `query` matches; more than one
+        match is a 412. The search runs with the caller's rights, so it reveals nothing the
+        caller could not search for anyway."""
+        limited = dataclasses.replace(query, count=2, offset=0)
+        found, _total = self.search(limited)
+        if len(found) > 1:
+            msg = "If-None-Exist matched more than one resource"
+            raise PreconditionFailed(msg)
+        if found:
+            return found[0], False
+        return self.create(resource), True
+
     def _visible_head(self, resource_type: str, resource_id: str, action: Action) -> ResourceHead:
         head = self._head(resource_type, resource_id)
         if head is None:
@@ -585,6 +601,7 @@ class Repository:
         since: dt.datetime | None = None,
     ) -> tuple[list[HistoryItem], int]:
         """Instance, type or system history, newest first, filtered by the policy in SQL."""
+        self.session.flush()
         if resource_id is not None:
             assert resource_type is not None
             self._visible_head(resource_type, resource_id, Action.READ)
@@ -671,6 +688,8 @@ class Repository:
         """FHIR search over the blind, reference and date indexes; returns a page and the
         total, both computed after the policy filter so neither leaks hidden resources."""
         resource_type = query.resource_type
+        # A search inside a transaction Bundle must see the Bundle's own earlier writes.
+        self.session.flush()
         restriction = search_restriction(self.principal)
         self._check(
             Operation.SEARCH,
@@ -681,9 +700,7 @@ class Repository:
         stmt = self._search_statement(query, restriction)
         total = self.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
         heads = self.session.scalars(
-            stmt.order_by(ResourceHead.last_updated.desc(), ResourceHead.id)
-            .offset(query.offset)
-            .limit(query.count)
+            stmt.order_by(*self._ordering(query)).offset(query.offset).limit(query.count)
         ).all()
         versions = self._versions_of(heads)
         results: list[Stored] = []
@@ -720,6 +737,30 @@ class Repository:
             )
         ).all()
         return {(r.resource_type, r.id, r.version): r for r in rows}
+
+    def _ordering(self, query: SearchQuery) -> list[Any]:
+        """`_sort` (R4 3.1.1.5.3) over clear columns only: `_id`, `_lastUpdated` and clinical
+        dates; blind-indexed values have no order to sort by. Default: newest first."""
+        keys: list[Any] = []
+        for key in query.sort:
+            if key.param == "_id":
+                column: Any = ResourceHead.id
+            elif key.param == "_lastUpdated":
+                column = ResourceHead.last_updated
+            else:
+                bound = func.max(SearchDate.high) if key.descending else func.min(SearchDate.low)
+                column = (
+                    select(bound)
+                    .where(
+                        SearchDate.resource_type == query.resource_type,
+                        SearchDate.resource_id == ResourceHead.id,
+                        SearchDate.param == key.param,
+                    )
+                    .scalar_subquery()
+                )
+            keys.append(column.desc() if key.descending else column.asc())
+        keys.extend([ResourceHead.last_updated.desc(), ResourceHead.id])
+        return keys
 
     def _search_statement(
         self, query: SearchQuery, restriction: str | None
