@@ -61,11 +61,11 @@ def _encode(value: Any, out: list[str]) -> None:
             _encode(item, out)
         out.append("]")
     elif isinstance(value, dict):
+        if not all(isinstance(key, str) for key in value):
+            msg = "canonical JSON object keys must be strings"
+            raise TypeError(msg)
         out.append("{")
         for i, key in enumerate(sorted(value, key=_utf16_key)):
-            if not isinstance(key, str):
-                msg = "canonical JSON object keys must be strings"
-                raise TypeError(msg)
             if i:
                 out.append(",")
             out.append(_string(key))
