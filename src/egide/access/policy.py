@@ -72,6 +72,29 @@ def decide(principal: Principal, operation: Operation, target: Target) -> Decisi
     return Decision.allow(f"role {role} grants {permission}")
 
 
+@dataclass(frozen=True)
+class SearchScope:
+    """What a principal's searches and histories may return, as facts the records layer turns
+    into a filter inside the query (so totals and paging count only what may be seen)."""
+
+    directory: bool  # directory data (staff, organisations, terminology)
+    demographics: bool  # Patient and Appointment resources
+    clinical: bool  # every other kind of patient data
+    only_patient: str | None  # patient data only from this patient's compartment
+
+
+def search_scope(principal: Principal) -> SearchScope:
+    role = _role(principal)
+    granted = ROLE_PERMISSIONS[role] if role is not None else frozenset()
+    clinical = Permission.PATIENT_CLINICAL_READ in granted
+    return SearchScope(
+        directory=Permission.DIRECTORY_RESOURCE_READ in granted,
+        demographics=clinical or Permission.PATIENT_DEMOGRAPHICS_READ in granted,
+        clinical=clinical,
+        only_patient=search_restriction(principal),
+    )
+
+
 def search_restriction(principal: Principal) -> str | None:
     """The only patient whose compartment this principal's searches may return, if any.
 

@@ -46,6 +46,7 @@ from egide.records.unit_of_work import run_in_transaction
 
 T = TypeVar("T")
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")  # FHIR R4 datatypes.html#id
+MAX_OFFSET = 1_000_000_000  # paging cursor bound, as for search (no overflow in SQL)
 _JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 
 
@@ -187,8 +188,8 @@ def _paging(request: Request) -> tuple[int, int]:
     except ValueError:
         msg = "_count and _offset must be whole numbers"
         raise BadRequest(msg) from None
-    if count < 0 or offset < 0:
-        msg = "_count and _offset must not be negative"
+    if count < 0 or offset < 0 or offset > MAX_OFFSET:
+        msg = f"_count and _offset must be between 0 and {MAX_OFFSET}"
         raise BadRequest(msg)
     return min(count, settings.max_page_size), offset
 

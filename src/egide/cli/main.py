@@ -32,8 +32,8 @@ from egide.ledger.service import Act, Action, append
 F = TypeVar("F", bound=Callable[..., Any])
 AsgiFactory = Callable[[Services], Any]
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
 OPERATOR = Principal(id="operator:cli", role="admin", name="local operator (CLI)")
 
 

@@ -35,17 +35,24 @@ def _sqlite_begin(conn: Any) -> None:
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an engine for `url` with the settings Égide relies on."""
+    """Create an engine for `url` with the settings Égide relies on.
+
+    `hide_parameters`: a database error in the server log must not carry the bound values,
+    which can be patient ids, dates or search tokens (DESIGN.md, contract 4).
+    """
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "isolation_level": None}, **kwargs
+            url,
+            connect_args={"check_same_thread": False, "isolation_level": None},
+            hide_parameters=True,
+            **kwargs,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

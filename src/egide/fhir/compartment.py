@@ -116,7 +116,9 @@ def _patient_id(value: Any) -> str | None:
     if not isinstance(value, dict):
         return None
     reference = value.get("reference")
-    if not isinstance(reference, str):
+    # Only relative references name a local patient: an absolute URL points at another
+    # server, and trusting its last two segments would file the resource under one of ours.
+    if not isinstance(reference, str) or "://" in reference:
         return None
     parsed = parse_reference(reference)
     if parsed is not None and parsed[0] == "Patient":

@@ -41,6 +41,7 @@ from egide.fhir.outcome import outcome_for
 from egide.fhir.references import parse_reference, rewrite_references
 from egide.fhir.search import parse_search_query
 from egide.fhir.validation import resource_types
+from egide.ledger.service import append
 from egide.records.repository import Repository, Stored, pending_audits
 
 MAX_ENTRIES = 10_000
@@ -250,10 +251,14 @@ def process_bundle(repo: Repository, bundle: dict[str, Any], *, base: str) -> di
             try:
                 responses[entry.index] = processor.run(entry, assigned.get(entry.index))
             except EgideError as exc:
-                raise _entry_error(entry.index, exc) from exc
+                # The whole transaction rolls back; the reads and searches it made on patient
+                # data must still reach the ledger (contract 2), so they are re-appended after.
+                wrapped = _entry_error(entry.index, exc)
+                raise repo.audit_later(wrapped, repo.reads_since(0)) from exc
         return transaction_response([responses[e.index] for e in request.entries])
     results: list[EntryResponse] = []
     for entry in request.entries:
+        start = len(repo.acts)
         savepoint = repo.session.begin_nested()
         try:
             result = processor.run(
@@ -268,6 +273,9 @@ def process_bundle(repo: Repository, bundle: dict[str, Any], *, base: str) -> di
             savepoint.rollback()
             for audit in pending_audits(exc):
                 audit(repo.session)
+            # The entry's reads and searches happened even though its writes are undone.
+            for act in repo.reads_since(start):
+                append(repo.session, principal=repo.principal, act=act, clock=repo.services.clock)
             result = EntryResponse(
                 status=str(exc.status),
                 location=None,

@@ -22,10 +22,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, exists, func, or_, select
+from sqlalchemy import Select, and_, delete, exists, false, func, or_, select
 from sqlalchemy.orm import Session
 
-from egide.access.policy import Operation, Target, decide, search_restriction
+from egide.access.policy import (
+    DEMOGRAPHIC_TYPES,
+    Operation,
+    Target,
+    decide,
+    has_permission,
+    required_permission,
+    search_restriction,
+    search_scope,
+)
 from egide.core.clock import Clock
 from egide.core.errors import (
     BadRequest,
@@ -42,7 +51,7 @@ from egide.core.principal import Decision, Principal
 from egide.crypto.blind import BlindIndex, normalise_text
 from egide.crypto.envelope import Envelope
 from egide.crypto.errors import CryptoError, KeyShredded
-from egide.fhir.compartment import primary_patient
+from egide.crypto.models import DataKey
 from egide.fhir.search import (
     SEARCH_PARAMETERS,
     Criterion,
@@ -56,7 +65,7 @@ from egide.fhir.search import (
 )
 from egide.fhir.validation import validate_resource
 from egide.ledger.service import Act, Action, Outcome, append
-from egide.records.compartment import PATIENT_DATA_TYPES, is_patient_data
+from egide.records.compartment import DIRECTORY_TYPES, is_patient_data, patient_of
 from egide.records.models import (
     ResourceHead,
     ResourceVersion,
@@ -163,11 +172,43 @@ class Repository:
         # between its entries resolve before the referenced row is written.
         self.pending_ids: set[tuple[str, str]] = set()
         self._new_heads: dict[tuple[str, str], ResourceHead] = {}
+        self.acts: list[Act] = []  # what this repository appended to the ledger, in order
 
     # -- policy and audit -------------------------------------------------------------------
 
     def _audit(self, act: Act) -> None:
         append(self.session, principal=self.principal, act=act, clock=self.services.clock)
+        self.acts.append(act)
+
+    def reads_since(self, start: int) -> list[Act]:
+        """The reads and searches audited since `acts[start]`: what a failed Bundle entry
+        still has to leave in the ledger after its writes are rolled back."""
+        return [a for a in self.acts[start:] if a.action in (Action.READ, Action.SEARCH)]
+
+    def audit_later(self, exc: EgideError, acts: Sequence[Act]) -> EgideError:
+        """Attach `acts` to `exc`, to be appended after the failed transaction rolls back."""
+        principal, clock = self.principal, self.services.clock
+        pending = list(acts)
+
+        def write(session: Session) -> None:
+            for act in pending:
+                append(session, principal=principal, act=act, clock=clock)
+
+        return defer_audit(exc, write)
+
+    def _may_write_type(self, resource_type: str, action: Action) -> None:
+        """Refuse, before looking at any row, a write the role may not make to this type at
+        all: the answer then cannot depend on what exists (no existence oracle)."""
+        target = Target(resource_type, None, is_patient_data(resource_type))
+        if not has_permission(self.principal, required_permission(target, Operation.WRITE)):
+            self._raise_hidden(
+                action,
+                resource_type,
+                None,
+                None,
+                [f"role {self.principal.role} may not write {resource_type}"],
+                error=Forbidden,
+            )
 
     def _check(
         self,
@@ -261,7 +302,7 @@ class Repository:
         """The patient whose data key seals this resource; it must exist (or be pending)."""
         if resource.get("resourceType") == "Patient":
             return resource_id
-        patient_id = primary_patient(resource)
+        patient_id = patient_of(resource)
         if patient_id is None:
             return None
         if ("Patient", patient_id) in self.pending_ids:
@@ -373,6 +414,7 @@ class Repository:
     def create(self, resource: dict[str, Any], *, resource_id: str | None = None) -> Stored:
         """FHIR create: the server assigns the id (a client-sent id is ignored, R4 3.1.0.6)."""
         resource_type = str(resource.get("resourceType", ""))
+        self._may_write_type(resource_type, Action.CREATE)
         resource = self._validated(resource, resource_type)
         new = resource_id or new_id(self.services.random)
         patient_id = self._patient_of(resource, new)
@@ -413,6 +455,7 @@ class Repository:
         """Conditional create (FHIR R4 3.1.0.8): create unless `query` matches; more than one
         match is a 412. The search runs with the caller's rights, so it reveals nothing the
         caller could not search for anyway."""
+        self._may_write_type(query.resource_type, Action.CREATE)
         limited = dataclasses.replace(query, count=2, offset=0)
         found, _total = self.search(limited)
         if len(found) > 1:
@@ -500,12 +543,20 @@ class Repository:
             msg = "the resource id in the body must equal the id in the URL"
             raise BadRequest(msg)
         expected = parse_etag(if_match) if if_match is not None else None
+        self._may_write_type(resource_type, Action.UPDATE)
         resource = self._validated(resource, resource_type)
         head = self._head(resource_type, resource_id)
         if head is None:
             if expected is not None:
-                msg = f"{resource_type}/{resource_id} does not exist; If-Match cannot hold"
-                raise PreconditionFailed(msg)
+                # The same answer as for a resource the caller may not see.
+                self._raise_hidden(
+                    Action.UPDATE,
+                    resource_type,
+                    resource_id,
+                    None,
+                    ["not found"],
+                    outcome=Outcome.ERROR,
+                )
             return self.create(resource, resource_id=resource_id)
         self._check(
             Operation.WRITE,
@@ -560,6 +611,7 @@ class Repository:
 
         Returns False when the resource was already deleted (idempotent, no new version).
         """
+        self._may_write_type(resource_type, Action.DELETE)
         head = self._visible_head(resource_type, resource_id, Action.DELETE)
         if head.deleted:
             return False
@@ -612,17 +664,8 @@ class Repository:
             stmt = stmt.where(ResourceVersion.id == resource_id)
         if since is not None:
             stmt = stmt.where(ResourceVersion.last_updated >= since)
+        stmt = stmt.where(self._visible(ResourceVersion))
         restriction = search_restriction(self.principal)
-        if restriction is not None:
-            stmt = stmt.where(
-                or_(
-                    ResourceVersion.patient_id == restriction,
-                    and_(
-                        ResourceVersion.patient_id.is_(None),
-                        ResourceVersion.resource_type.not_in(_patient_data_types()),
-                    ),
-                )
-            )
         if resource_type is not None and resource_id is None:
             self._check(Operation.SEARCH, resource_type, restriction, action=Action.SEARCH)
         total = self.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
@@ -634,14 +677,7 @@ class Repository:
         items: list[HistoryItem] = []
         touched: Counter[str | None] = Counter()
         for row in rows:
-            target = Target(
-                row.resource_type,
-                row.patient_id,
-                is_patient_data(row.resource_type, row.patient_id),
-            )
-            if not decide(self.principal, Operation.READ, target).allowed:
-                total -= 1  # pragma: no cover - the SQL filter already excludes these
-                continue
+            self._assert_readable(row.resource_type, row.patient_id)
             body = self._open(row) if row.body is not None else None
             items.append(
                 HistoryItem(
@@ -706,6 +742,7 @@ class Repository:
         results: list[Stored] = []
         touched: Counter[str | None] = Counter()
         for head in heads:
+            self._assert_readable(head.resource_type, head.patient_id)
             row = versions[(head.resource_type, head.id, head.version)]
             results.append(
                 Stored(
@@ -715,6 +752,36 @@ class Repository:
             touched[head.patient_id] += 1
         self._audit_many(Action.SEARCH, resource_type, None, touched)
         return results, total
+
+    def _assert_readable(self, resource_type: str, patient_id: str | None) -> None:
+        """Defence in depth behind the SQL filter: every returned row is decided on; a row the
+        filter let through and the policy refuses fails the request (fail closed)."""
+        target = Target(resource_type, patient_id, is_patient_data(resource_type, patient_id))
+        if not decide(self.principal, Operation.READ, target).allowed:
+            msg = "a search result failed its access check; nothing is returned"
+            raise EgideError(msg)
+
+    def _visible(self, model: type[ResourceHead] | type[ResourceVersion]) -> Any:
+        """The policy's search scope as a SQL condition on `model`'s rows, so that results,
+        totals and paging only ever count what the caller may see (no side doors)."""
+        scope = search_scope(self.principal)
+        directory_row = and_(model.patient_id.is_(None), model.resource_type.in_(DIRECTORY_TYPES))
+        patient_row = ~directory_row
+        if scope.only_patient is not None:
+            patient_row = model.patient_id == scope.only_patient
+        # Rows of a crypto-shredded patient no longer exist for anyone (GDPR art. 17).
+        erased = select(DataKey.owner).where(DataKey.shredded_at.is_not(None))
+        patient_row = and_(
+            patient_row, or_(model.patient_id.is_(None), model.patient_id.not_in(erased))
+        )
+        allowed: list[Any] = []
+        if scope.directory:
+            allowed.append(directory_row)
+        if scope.clinical:
+            allowed.append(patient_row)
+        elif scope.demographics:
+            allowed.append(and_(patient_row, model.resource_type.in_(DEMOGRAPHIC_TYPES)))
+        return or_(*allowed) if allowed else false()
 
     def _versions_of(
         self, heads: Sequence[ResourceHead]
@@ -769,8 +836,8 @@ class Repository:
         stmt = select(ResourceHead).where(
             ResourceHead.resource_type == rt, ResourceHead.deleted.is_(False)
         )
-        if restriction is not None and is_patient_data(rt):
-            stmt = stmt.where(ResourceHead.patient_id == restriction)
+        del restriction  # part of the scope applied by _visible
+        stmt = stmt.where(self._visible(ResourceHead))
         if query.ids:
             stmt = stmt.where(ResourceHead.id.in_(query.ids))
         for value in query.last_updated:
@@ -908,10 +975,6 @@ def _date_match(
         return and_(col_low < high, col_high > low)
     msg = f"unsupported date prefix {prefix}"
     raise BadRequest(msg)
-
-
-def _patient_data_types() -> list[str]:
-    return sorted(PATIENT_DATA_TYPES)
 
 
 def repository_for(session: Session, principal: Principal, services: RecordServices) -> Repository:
