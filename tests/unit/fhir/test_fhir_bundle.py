@@ -320,8 +320,8 @@ def test_capability_statement_is_valid_and_complete() -> None:
     }  # fmt: skip
     assert patient["versioning"] == "versioned-update"
     assert patient["conditionalDelete"] == "not-supported"
-    assert patient["updateCreate"] is False
-    assert patient["conditionalCreate"] is False
+    assert patient["updateCreate"] is True  # PUT to a new id creates it (migrations)
+    assert patient["conditionalCreate"] is True  # If-None-Exist on create
     params = {p["name"]: p for p in patient["searchParam"]}
     assert set(params) == {"_id", "_lastUpdated", *SEARCH_PARAMETERS["Patient"]}
     assert params["birthdate"]["type"] == "date"

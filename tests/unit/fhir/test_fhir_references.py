@@ -124,11 +124,16 @@ def test_observation_compartment() -> None:
     assert primary_patient(obs) == "self-reporter"  # the one patient it links to
 
 
-def test_encounter_compartment_accepts_absolute_urls_only_when_they_name_patients() -> None:
+def test_encounter_compartment_ignores_absolute_and_unresolved_references() -> None:
     enc = example("Encounter")
-    enc["subject"] = {"reference": "https://ehr.example.org/fhir/Patient/p7"}
+    enc["subject"] = {"reference": "Patient/p7"}
     assert patient_references(enc) == ["p7"]
     assert primary_patient(enc) == "p7"
+    # Another server's patient is not one of ours: trusting the URL's last segments would
+    # file the resource under a local patient of the same id.
+    enc["subject"] = {"reference": "https://ehr.example.org/fhir/Patient/p7"}
+    assert patient_references(enc) == []
+    assert primary_patient(enc) is None
     enc["subject"] = {"reference": "urn:uuid:8c3f7a52-4c9b-4d4e-9a63-0d6f2b1b4a11"}
     assert patient_references(enc) == []  # unresolved: rewrite first
     assert primary_patient(enc) is None
