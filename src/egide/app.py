@@ -22,6 +22,7 @@ def api_for(services: Services) -> FastAPI:
         session_factory=services.session_factory,
         records=services.records,
         version=__version__,
+        started=services.records.clock.now(),
     )
     return create_api(ctx)
 

@@ -23,7 +23,6 @@ be found as raw bytes (SQLite file) and as hex (dumps).
 from __future__ import annotations
 
 import base64
-import glob
 import hashlib
 import json
 import os
@@ -131,7 +130,8 @@ def _pg_dump_binary() -> str | None:
         bindir = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
                                 check=False).stdout.strip()
         candidates.append(str(Path(bindir) / "pg_dump"))
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"), reverse=True)
+    candidates += [str(p) for p in sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_dump"),
+                                          reverse=True)]
     if found := shutil.which("pg_dump"):
         candidates.append(found)
     return next((c for c in candidates if Path(c).is_file() and os.access(c, os.X_OK)), None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,3 +17,4 @@ class ApiContext:
     session_factory: sessionmaker[Session]
     records: RecordServices
     version: str
+    started: dt.datetime

@@ -9,6 +9,7 @@ and depth checks (400) before validation (422).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import uuid
 from collections.abc import Callable
@@ -216,13 +217,19 @@ router = APIRouter(prefix="/fhir")
 async def metadata(request: Request) -> Response:
     """The CapabilityStatement (R4 3.1.0.12); readable without a token, as FHIR requires."""
     ctx = _ctx(request)
-    statement = capability_statement(
-        base_url=_base(request),
-        software_version=ctx.version,
+    return fhir_response(_capability(_base(request), ctx.version, ctx.started))
+
+
+@functools.lru_cache(maxsize=16)
+def _capability(base: str, version: str, started: dt.datetime) -> dict[str, Any]:
+    # Built once per base URL: it describes the software, which does not change while it runs
+    # (its `date` is the start of this process).
+    return capability_statement(
+        base_url=base,
+        software_version=version,
         resource_types=sorted(resource_types()),
-        now=ctx.records.clock.now(),
+        now=started,
     )
-    return fhir_response(statement)
 
 
 @router.post("")

@@ -83,6 +83,10 @@ def initialise(settings: Settings, *, random: RandomSource | None = None) -> boo
         upgrade(engine)
     finally:
         engine.dispose()
+    if settings.is_sqlite:
+        # Ciphertext only, but still nobody else's business (defence in depth).
+        for path in settings.data_dir.glob("egide.db*"):
+            path.chmod(0o600)
     return created
 
 
