@@ -1,5 +1,5 @@
 # Égide: developer commands. `make help` lists them; docs/development.md explains them.
-# Two commands from a fresh clone:  make venv  (or directly: make demo / make test).
+# Two commands from a fresh clone: `make demo` and `make test` (both build .venv first).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -87,14 +87,16 @@ lock: ## regenerate requirements/*.lock from pyproject.toml (PIP_COMPILE_ARGS=--
 	@if [ ! -x $(BIN)/pip-compile ]; then \
 		[ -x $(BIN)/python ] || "$(PYTHON)" -m venv $(VENV); \
 		echo "==> installing pip-tools into $(VENV)"; \
-		$(PIP) install --quiet pip-tools; \
+		out="$$($(PIP) install --quiet pip-tools 2>&1)" || { printf '%s\n' "$$out" >&2; exit 1; }; \
 	fi
 	@mkdir -p requirements
 	@echo "==> requirements/main.lock: project dependencies"
-	@$(PIP_COMPILE) -o requirements/main.lock pyproject.toml
+	@out="$$($(PIP_COMPILE) -o requirements/main.lock pyproject.toml 2>&1)" \
+		|| { printf '%s\n' "$$out" >&2; exit 1; }
 	@echo "==> requirements/dev.lock: main + [dev] extra + build backend, constrained by main.lock"
-	@$(PIP_COMPILE) --extra dev --build-deps-for editable -c requirements/main.lock \
-		-o requirements/dev.lock pyproject.toml
+	@out="$$($(PIP_COMPILE) --extra dev --build-deps-for editable -c requirements/main.lock \
+		-o requirements/dev.lock pyproject.toml 2>&1)" || { printf '%s\n' "$$out" >&2; exit 1; }
+	@git --no-pager diff --stat -- requirements 2>/dev/null || true
 
 pg-start: ## start the PostgreSQL test cluster (installs PostgreSQL if absent) and print its URL
 	@$(PG) start

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Make sure the system packages the build and the test suite need are present; install the
 # missing ones from Debian packages when running as root, else say what to install.
-#   make         runs the targets (absent from slim images)
-#   postgresql   the server for the PostgreSQL half of the suite (scripts/pg-test-cluster.sh)
+#   make          runs the targets (absent from slim images)
+#   python3-venv  `python3 -m venv` on Debian's own Python (pyenv or python.org builds have it)
+#   postgresql    the server for the PostgreSQL half of the suite (scripts/pg-test-cluster.sh)
 # Not needed yet: chromium (browser tests, tests/browser/) will be added here when they land.
 # Python 3.11 itself is a prerequisite, not installed here.
 set -euo pipefail
@@ -10,10 +11,16 @@ cd "$(dirname "$0")/.."
 
 missing=()
 command -v make >/dev/null 2>&1 || missing+=(make)
+py="${PYTHON:-$(command -v python3.11 || command -v python3 || true)}"
+if [ -z "$py" ]; then
+    echo "ensure-system-deps: Python 3.11 is needed (python3.11 or python3)" >&2
+    exit 1
+fi
+"$py" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 bash scripts/pg-test-cluster.sh bindir >/dev/null 2>&1 || missing+=(postgresql)
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "==> system packages present: make, postgresql"
+    echo "==> system prerequisites present: make, Python venv, PostgreSQL"
     exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then

@@ -79,14 +79,22 @@ install_postgres() {
 }
 
 BINDIR=""
-need_bindir() {
+# Set BINDIR if PostgreSQL is here; never installs.
+have_bindir() {
     [ -n "$BINDIR" ] && return 0
     if [ -n "${EGIDE_PG_BINDIR:-}" ]; then
         has_server "$EGIDE_PG_BINDIR" || die "EGIDE_PG_BINDIR=$EGIDE_PG_BINDIR holds no initdb/pg_ctl/postgres"
         BINDIR="$EGIDE_PG_BINDIR"
-    elif ! BINDIR="$(find_bindir)"; then
+    else
+        BINDIR="$(find_bindir)" || { BINDIR=""; return 1; }
+    fi
+}
+
+# Set BINDIR, installing PostgreSQL if needed.
+need_bindir() {
+    if ! have_bindir; then
         install_postgres
-        BINDIR="$(find_bindir)" || die "PostgreSQL was installed but initdb/pg_ctl were not found"
+        have_bindir || die "PostgreSQL was installed but initdb/pg_ctl were not found"
     fi
     if is_root; then
         id postgres >/dev/null 2>&1 \
@@ -108,7 +116,8 @@ cluster_root() {
     if [ "${#sock}" -gt 100 ]; then echo "$TMP_ROOT"; return; fi
     if is_root && id postgres >/dev/null 2>&1; then
         # Can postgres traverse every directory down to $PWD?
-        if ! (cd / && runuser -u postgres -- test -x "$PWD") 2>/dev/null; then
+        local here="$PWD"
+        if ! (cd / && runuser -u postgres -- test -x "$here") 2>/dev/null; then
             echo "$TMP_ROOT"; return
         fi
     fi
@@ -121,7 +130,7 @@ LOG="$ROOT/postgres.log"
 
 is_running() {
     [ -f "$DATA/PG_VERSION" ] || return 1
-    need_bindir
+    have_bindir || return 1   # no PostgreSQL here: nothing can be running
     as_owner "$BINDIR/pg_ctl" status -D "$DATA" >/dev/null 2>&1
 }
 
@@ -139,11 +148,24 @@ psql_admin() {
         -d postgres "$@"
 }
 
-init_cluster() {
-    say "creating PostgreSQL test cluster in $DATA"
+# Create $ROOT for the cluster's owner; refuse a symlink or someone else's directory (it may be
+# under /tmp).
+make_root() {
+    if [ -L "$ROOT" ] || { [ -e "$ROOT" ] && [ ! -d "$ROOT" ]; }; then
+        die "$ROOT is not a plain directory: remove it"
+    fi
     mkdir -p "$ROOT"
+    local owner
+    owner="$(stat -c %U "$ROOT")"
+    if [ "$owner" != "$(id -un)" ] && [ "$owner" != postgres ]; then
+        die "$ROOT belongs to $owner: remove it"
+    fi
     if is_root; then chown postgres: "$ROOT"; fi
     chmod 700 "$ROOT"
+}
+
+init_cluster() {
+    say "creating PostgreSQL test cluster in $DATA"
     rm -rf "$DATA"
     local out
     if ! out="$(as_owner "$BINDIR/initdb" -D "$DATA" --auth=trust --username="$PGUSER_NAME" \
@@ -168,17 +190,28 @@ EOF
 
 start() {
     need_bindir
-    exec 9>>"/tmp/egide-pg-lock-$(id -u)-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)"
+    make_root
+    exec 9>>"$ROOT/start.lock"   # serialise concurrent starts (fd 9 is closed for the server)
     if command -v flock >/dev/null 2>&1; then flock 9; fi
     if is_running; then
         say "PostgreSQL test cluster already running on $HOST:$(running_port) ($DATA)"
     else
+        if [ -f "$DATA/PG_VERSION" ]; then
+            # Throwaway data: after a PostgreSQL major upgrade, recreate rather than fail.
+            local have want
+            have="$(cat "$DATA/PG_VERSION")"
+            want="$("$BINDIR/postgres" --version | sed -E 's/[^0-9]*([0-9]+).*/\1/')"
+            if [ "$have" != "$want" ]; then
+                say "the test cluster was made by PostgreSQL $have, the server is $want: recreating it"
+                as_owner rm -rf "$DATA"
+            fi
+        fi
         [ -f "$DATA/PG_VERSION" ] || init_cluster
         printf "port = %s\nunix_socket_directories = '%s'\n" "$PORT" "$ROOT" \
             | as_owner tee "$DATA/egide-runtime.conf" >/dev/null
         say "starting PostgreSQL test cluster on $HOST:$PORT"
         local out
-        if ! out="$(as_owner "$BINDIR/pg_ctl" start -w -t 60 -s -D "$DATA" -l "$LOG" 2>&1)"; then
+        if ! out="$(as_owner "$BINDIR/pg_ctl" start -w -t 60 -s -D "$DATA" -l "$LOG" 2>&1 9>&-)"; then
             printf '%s\n' "$out" >&2
             tail -n 20 "$LOG" >&2 2>/dev/null || true
             die "PostgreSQL did not start (is port $PORT taken? set EGIDE_TEST_PG_PORT); log: $LOG"
@@ -220,6 +253,6 @@ case "${1:-}" in
     url) url ;;
     status) status ;;
     destroy) destroy ;;
-    bindir) find_bindir ;;
+    bindir) have_bindir && echo "$BINDIR" ;;
     *) echo "usage: $0 start|stop|url|status|destroy|bindir" >&2; exit 2 ;;
 esac
