@@ -331,12 +331,17 @@ class Repository:
         meta["lastUpdated"] = _instant(now)
         resource["meta"] = meta
         owner = patient_id or ORG_KEY_OWNER
-        sealed = self.services.envelope.seal(
-            self.session,
-            owner=owner,
-            plaintext=_serialise(resource),
-            aad=_aad(resource_type, resource_id, version, patient_id),
-        )
+        try:
+            sealed = self.services.envelope.seal(
+                self.session,
+                owner=owner,
+                plaintext=_serialise(resource),
+                aad=_aad(resource_type, resource_id, version, patient_id),
+            )
+        except KeyShredded as exc:
+            # The patient was erased (GDPR art. 17): nothing is written for them again.
+            msg = "the patient's data was erased; nothing can be added to their record"
+            raise Gone(msg) from exc
         self.session.add(
             ResourceVersion(
                 resource_type=resource_type,
