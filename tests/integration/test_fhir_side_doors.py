@@ -247,7 +247,6 @@ def test_searches_inside_a_failed_batch_entry_are_still_audited(
     client: TestClient, services: Services, service_token: str
 ) -> None:
     pid = create(client, service_token, patient(family="Cherchée"))["id"]
-    before = len(_ledger(services))
     bundle = {
         "resourceType": "Bundle",
         "type": "batch",

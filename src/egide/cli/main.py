@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from egide import __version__
 from egide.cli.runtime import Services, initialise, is_initialised, open_services
@@ -35,6 +36,11 @@ AsgiFactory = Callable[[Services], Any]
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 OPERATOR = Principal(id="operator:cli", role="admin", name="local operator (CLI)")
+
+
+def audit_operator(session: Session, services: Services, act: Act) -> None:
+    """Ledger entry for an act of the local operator (init, tokens, keys): contract 2."""
+    append(session, principal=OPERATOR, clock=services.records.clock, act=act)
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -114,11 +120,10 @@ def init() -> None:
     try:
         if created:
             with transaction(services.session_factory) as session:
-                append(
+                audit_operator(
                     session,
-                    principal=OPERATOR,
-                    clock=services.records.clock,
-                    act=Act(
+                    services,
+                    Act(
                         Action.SYSTEM_INIT,
                         count=0,
                         reasons=("egide init created the keyring and schema",),
@@ -155,11 +160,10 @@ def token_create(
             issued = create_token(
                 session, role=role, name=name, clock=clock, patient_id=patient, expires_at=expires
             )
-            append(
+            audit_operator(
                 session,
-                principal=OPERATOR,
-                clock=clock,
-                act=Act(
+                services,
+                Act(
                     Action.TOKEN_CREATE,
                     patient=patient,
                     resource_id=issued.id,
@@ -241,11 +245,10 @@ def demo(
             clock=clock,
             patient_id=summary.first_patient,
         ).token
-        append(
+        audit_operator(
             session,
-            principal=OPERATOR,
-            clock=clock,
-            act=Act(Action.TOKEN_CREATE, count=2, reasons=("demo tokens",)),
+            services,
+            Act(Action.TOKEN_CREATE, count=2, reasons=("demo tokens",)),
         )
     base = f"http://{host}:{port}"
     out.print(f"""
@@ -290,11 +293,10 @@ def rotate_keys(services: Services) -> None:
 
         with transaction(services.session_factory) as session:
             count = envelope.rewrap_all(session, on_progress=on_progress)
-            append(
+            audit_operator(
                 session,
-                principal=OPERATOR,
-                clock=services.records.clock,
-                act=Act(
+                services,
+                Act(
                     Action.KEY_ROTATE,
                     count=count,
                     reasons=(f"new KEK {new}", f"retired {', '.join(retiring) or '-'}"),
