@@ -12,7 +12,7 @@ from egide import __version__
 from egide.api.application import create_api
 from egide.api.context import ApiContext
 from egide.cli.main import build
-from egide.cli.runtime import Services, open_services
+from egide.cli.runtime import Services, open_services, sequence_ledger
 from egide.core.settings import load_settings
 
 
@@ -23,6 +23,8 @@ def api_for(services: Services) -> FastAPI:
         records=services.records,
         version=__version__,
         started=services.records.clock.now(),
+        background=lambda: sequence_ledger(services),
+        background_interval=services.settings.checkpoint_interval_seconds,
     )
     return create_api(ctx)
 

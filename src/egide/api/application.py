@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -29,8 +33,35 @@ SECURITY_HEADERS = {
 }
 
 
+logger = logging.getLogger("egide.api")
+
+
+async def _repeat(ctx: ApiContext) -> None:
+    assert ctx.background is not None
+    while True:
+        await asyncio.sleep(ctx.background_interval)
+        try:
+            await run_in_threadpool(ctx.background)
+        except Exception:
+            logger.exception("background task failed")
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    ctx: ApiContext = app.state.egide
+    task = asyncio.create_task(_repeat(ctx)) if ctx.background is not None else None
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 def create_api(ctx: ApiContext) -> FastAPI:
     app = FastAPI(
+        lifespan=_lifespan,
         title="Égide",
         version=ctx.version,
         docs_url=None,  # no third-party JavaScript from a CDN on a closed network

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,3 +19,7 @@ class ApiContext:
     records: RecordServices
     version: str
     started: dt.datetime
+    # Periodic work the server runs while it is up (the ledger sequencer), every
+    # `background_interval` seconds, off the event loop.
+    background: Callable[[], object] | None = None
+    background_interval: float = 10.0

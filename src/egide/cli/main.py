@@ -9,23 +9,19 @@ import the API room.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from egide import __version__
+from egide.cli.console import cli_errors, err, fail, out, progress
+from egide.cli.ledger import ledger_app
 from egide.cli.runtime import Services, initialise, is_initialised, open_services
-from egide.core.errors import EgideError
 from egide.core.principal import Principal
 from egide.core.settings import Settings, load_settings
-from egide.crypto.errors import CryptoError
 from egide.db.engine import transaction
 from egide.identity.tokens import create_token
 from egide.ledger.service import Act, Action, append
@@ -33,48 +29,12 @@ from egide.ledger.service import Act, Action, append
 F = TypeVar("F", bound=Callable[..., Any])
 AsgiFactory = Callable[[Services], Any]
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
 OPERATOR = Principal(id="operator:cli", role="admin", name="local operator (CLI)")
 
 
 def audit_operator(session: Session, services: Services, act: Act) -> None:
     """Ledger entry for an act of the local operator (init, tokens, keys): contract 2."""
     append(session, principal=OPERATOR, clock=services.records.clock, act=act)
-
-
-def fail(message: str, code: int = 1) -> None:
-    err.print(f"egide: error: {message}", markup=False)
-    raise typer.Exit(code)
-
-
-def cli_errors(fn: F) -> F:
-    """Expected failures become one line on stderr and exit code 1; never a trace."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (EgideError, CryptoError) as exc:
-            fail(str(exc))
-        except SQLAlchemyError as exc:
-            fail(f"database error: {type(exc).__name__} ({str(exc).splitlines()[0][:200]})")
-        except OSError as exc:
-            fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
-        return None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-    )
 
 
 def settings() -> Settings:
@@ -101,6 +61,7 @@ token_app = typer.Typer(no_args_is_help=True, help="API bearer tokens.")
 keys_app = typer.Typer(no_args_is_help=True, help="Key-encryption keys.")
 app.add_typer(token_app, name="token")
 app.add_typer(keys_app, name="keys")
+app.add_typer(ledger_app, name="ledger")
 
 
 @app.command()

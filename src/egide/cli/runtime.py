@@ -25,8 +25,10 @@ from egide.crypto.blind import BlindIndex
 from egide.crypto.envelope import Envelope
 from egide.crypto.errors import KeyringError
 from egide.crypto.keyring import FileKeyProvider
-from egide.db.engine import make_engine, make_session_factory
+from egide.db.engine import make_engine, make_session_factory, transaction
 from egide.db.migrate import upgrade
+from egide.ledger.checkpoint import CheckpointSigner
+from egide.ledger.sequencer import Integrated, integrate, write_witness
 from egide.records.repository import RecordServices
 
 
@@ -39,6 +41,7 @@ class Services:
     session_factory: sessionmaker[Session]
     keyring: FileKeyProvider
     records: RecordServices
+    signer: CheckpointSigner
 
     def close(self) -> None:
         self.engine.dispose()
@@ -127,4 +130,25 @@ def open_services(
         clock=clock,
         random=random,
     )
-    return Services(settings, engine, make_session_factory(engine), keyring, records)
+    signer = CheckpointSigner(
+        name=settings.ledger_origin, seed=keyring.secret("ledger-signing-seed")
+    )
+    return Services(settings, engine, make_session_factory(engine), keyring, records, signer)
+
+
+def sequence_ledger(services: Services, *, force: bool = False) -> Integrated:
+    """One sequencer pass in its own transaction; a new checkpoint is also written to the
+    witness directory outside the database once the transaction has committed."""
+    settings = services.settings
+    with transaction(services.session_factory) as session:
+        done = integrate(
+            session,
+            signer=services.signer,
+            clock=services.records.clock,
+            origin=settings.ledger_origin,
+            every=settings.checkpoint_every,
+            force=force,
+        )
+    if done.note is not None and done.checkpoint is not None:
+        write_witness(settings.effective_witness_dir, done.note, size=done.checkpoint.size)
+    return done

@@ -44,6 +44,13 @@ class Settings(BaseModel):
     # for memory-constrained settings: m=64 MiB, t=3, p=4 ... we use p=1 on small hosts).
     kdf_memory_kib: int = Field(default=64 * 1024, ge=8)
     kdf_iterations: int = Field(default=3, ge=1)
+    # The ledger's checkpoint origin line and signing key name (C2SP tlog-checkpoint).
+    ledger_origin: str = Field(default="egide.local/ledger", pattern=r"^[\x21-\x7e]{1,200}$")
+    # A signed checkpoint every N new entries, and the server's sequencer runs every T s.
+    checkpoint_every: int = Field(default=1000, ge=1)
+    checkpoint_interval_seconds: float = Field(default=10.0, gt=0)
+    # Where checkpoints are also written, outside the database (None: $data_dir/witness).
+    witness_dir: Path | None = None
 
     @property
     def sqlite_path(self) -> Path:
@@ -56,6 +63,10 @@ class Settings(BaseModel):
     @property
     def master_key_path(self) -> Path:
         return self.data_dir / "master.key"
+
+    @property
+    def effective_witness_dir(self) -> Path:
+        return self.witness_dir or self.data_dir / "witness"
 
     @property
     def effective_database_url(self) -> str:

@@ -44,3 +44,45 @@ class LedgerEntry(Base):
         Index("ix_ledger_entry_patient_time", "patient", "time"),
         Index("ix_ledger_entry_user_time", "user", "time"),
     )
+
+
+class LedgerLeaf(Base):
+    """The Merkle tree's leaves in tree order (RFC 6962): which entry is leaf i.
+
+    Entries are numbered (`seq`) when their transaction inserts them, but transactions commit
+    in another order; the sequencer gives each committed entry the next leaf index, so the tree
+    never has to change a leaf it has already covered (the approach of Trillian's sequencer).
+    The leaf hash is copied here so a verifier can name the first entry whose bytes changed.
+    """
+
+    __tablename__ = "ledger_leaf"
+
+    leaf_index: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=False
+    )
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class LedgerCheckpoint(Base):
+    """A signed checkpoint (C2SP signed note) over the first `size` leaves."""
+
+    __tablename__ = "ledger_checkpoint"
+
+    size: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=False
+    )
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    note: Mapped[bytes] = mapped_column(LargeBinary)
+    time: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class LedgerTreeState(Base):
+    """The sequencer's compact tree (one row): size and the frontier of perfect subtrees, so
+    integrating n new entries costs O(n + log size), not a pass over the whole ledger."""
+
+    __tablename__ = "ledger_tree_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[bytes] = mapped_column(LargeBinary)

@@ -72,7 +72,13 @@ PHARMACY: Final = "Pharmacie"
 LABORATORY: Final = "Biologie médicale"
 
 DEPARTMENTS: Final = (
-    CARDIOLOGY, INTERNAL_MEDICINE, PEDIATRICS, EMERGENCY, ONCOLOGY, RADIOLOGY, PHARMACY,
+    CARDIOLOGY,
+    INTERNAL_MEDICINE,
+    PEDIATRICS,
+    EMERGENCY,
+    ONCOLOGY,
+    RADIOLOGY,
+    PHARMACY,
     LABORATORY,
 )
 # Departments where patients are seen (Encounter.serviceProvider); the others support them.
@@ -96,41 +102,74 @@ ROLE_INFO: Final[dict[str, _RoleInfo]] = {
         "Médecin", "doctor", "dem", "Diplôme d'État de docteur en médecine", "Dr"
     ),
     "resident": _RoleInfo(
-        "Interne en médecine", "doctor", "dfasm",
-        "Diplôme de formation approfondie en sciences médicales", None,
+        "Interne en médecine",
+        "doctor",
+        "dfasm",
+        "Diplôme de formation approfondie en sciences médicales",
+        None,
     ),
-    "nurse": _RoleInfo("Infirmier diplômé d'État", "nurse", "ide", "Diplôme d'État d'infirmier",
-                       None),
+    "nurse": _RoleInfo(
+        "Infirmier diplômé d'État", "nurse", "ide", "Diplôme d'État d'infirmier", None
+    ),
     "secretary": _RoleInfo(
-        "Secrétaire médicale", None, "sm", "Titre professionnel de secrétaire assistant médical",
+        "Secrétaire médicale",
+        None,
+        "sm",
+        "Titre professionnel de secrétaire assistant médical",
         None,
     ),
     "pharmacist": _RoleInfo(
         "Pharmacien", "pharmacist", "dep", "Diplôme d'État de docteur en pharmacie", "Dr"
     ),
     "lab": _RoleInfo(
-        "Technicien de laboratoire médical", None, "tlm",
-        "Diplôme d'État de technicien de laboratoire médical", None,
+        "Technicien de laboratoire médical",
+        None,
+        "tlm",
+        "Diplôme d'État de technicien de laboratoire médical",
+        None,
     ),
     "radiology": _RoleInfo(
-        "Manipulateur en électroradiologie médicale", None, "merm",
-        "Diplôme d'État de manipulateur d'électroradiologie médicale", None,
+        "Manipulateur en électroradiologie médicale",
+        None,
+        "merm",
+        "Diplôme d'État de manipulateur d'électroradiologie médicale",
+        None,
     ),
 }
 
 # Who is hired first: the first five give every care department a physician, so even a tiny
 # clinic can staff its encounters. Beyond the plan's length, it starts over.
 STAFF_PLAN: Final = (
-    ("physician", CARDIOLOGY), ("physician", INTERNAL_MEDICINE), ("physician", PEDIATRICS),
-    ("physician", EMERGENCY), ("physician", ONCOLOGY), ("nurse", EMERGENCY),
-    ("nurse", INTERNAL_MEDICINE), ("secretary", CARDIOLOGY), ("radiology", RADIOLOGY),
-    ("pharmacist", PHARMACY), ("lab", LABORATORY), ("physician", EMERGENCY),
-    ("nurse", PEDIATRICS), ("nurse", CARDIOLOGY), ("resident", INTERNAL_MEDICINE),
-    ("physician", CARDIOLOGY), ("nurse", ONCOLOGY), ("secretary", INTERNAL_MEDICINE),
-    ("resident", EMERGENCY), ("physician", INTERNAL_MEDICINE), ("nurse", EMERGENCY),
-    ("secretary", PEDIATRICS), ("radiology", RADIOLOGY), ("lab", LABORATORY),
-    ("resident", PEDIATRICS), ("physician", ONCOLOGY), ("nurse", INTERNAL_MEDICINE),
-    ("secretary", EMERGENCY), ("pharmacist", PHARMACY), ("resident", CARDIOLOGY),
+    ("physician", CARDIOLOGY),
+    ("physician", INTERNAL_MEDICINE),
+    ("physician", PEDIATRICS),
+    ("physician", EMERGENCY),
+    ("physician", ONCOLOGY),
+    ("nurse", EMERGENCY),
+    ("nurse", INTERNAL_MEDICINE),
+    ("secretary", CARDIOLOGY),
+    ("radiology", RADIOLOGY),
+    ("pharmacist", PHARMACY),
+    ("lab", LABORATORY),
+    ("physician", EMERGENCY),
+    ("nurse", PEDIATRICS),
+    ("nurse", CARDIOLOGY),
+    ("resident", INTERNAL_MEDICINE),
+    ("physician", CARDIOLOGY),
+    ("nurse", ONCOLOGY),
+    ("secretary", INTERNAL_MEDICINE),
+    ("resident", EMERGENCY),
+    ("physician", INTERNAL_MEDICINE),
+    ("nurse", EMERGENCY),
+    ("secretary", PEDIATRICS),
+    ("radiology", RADIOLOGY),
+    ("lab", LABORATORY),
+    ("resident", PEDIATRICS),
+    ("physician", ONCOLOGY),
+    ("nurse", INTERNAL_MEDICINE),
+    ("secretary", EMERGENCY),
+    ("pharmacist", PHARMACY),
+    ("resident", CARDIOLOGY),
 )
 
 
@@ -149,11 +188,15 @@ MEDICATIONS: Final[dict[str, _Medication]] = {
         "C09AA05", "ramipril", "Ramipril 5 mg, comprimé", "1 comprimé le matin."
     ),
     "metformin": _Medication(
-        "A10BA02", "metformin", "Metformine 1000 mg, comprimé pelliculé",
+        "A10BA02",
+        "metformin",
+        "Metformine 1000 mg, comprimé pelliculé",
         "1 comprimé matin et soir, au milieu des repas.",
     ),
     "salbutamol": _Medication(
-        "R03AC02", "salbutamol", "Salbutamol 100 µg/dose, suspension pour inhalation",
+        "R03AC02",
+        "salbutamol",
+        "Salbutamol 100 µg/dose, suspension pour inhalation",
         "2 bouffées en cas de gêne respiratoire, sans dépasser 8 bouffées par jour.",
         "2 bouffées avec la chambre d'inhalation en cas de sifflements ou de toux.",
     ),
@@ -161,38 +204,52 @@ MEDICATIONS: Final[dict[str, _Medication]] = {
         "N06AB04", "citalopram", "Citalopram 20 mg, comprimé", "1 comprimé le matin."
     ),
     "rivaroxaban": _Medication(
-        "B01AF01", "rivaroxaban", "Rivaroxaban 20 mg, comprimé",
+        "B01AF01",
+        "rivaroxaban",
+        "Rivaroxaban 20 mg, comprimé",
         "1 comprimé le soir au cours du repas, ne pas interrompre sans avis médical.",
     ),
     "atorvastatin": _Medication(
         "C10AA05", "atorvastatin", "Atorvastatine 20 mg, comprimé", "1 comprimé le soir."
     ),
     "furosemide": _Medication(
-        "C03CA01", "furosemide", "Furosémide 40 mg, comprimé",
+        "C03CA01",
+        "furosemide",
+        "Furosémide 40 mg, comprimé",
         "1 comprimé le matin ; se peser chaque jour et signaler une prise de 2 kg en 3 jours.",
     ),
     "tiotropium": _Medication(
-        "R03BB04", "tiotropium bromide", "Tiotropium 18 µg, gélule pour inhalation",
+        "R03BB04",
+        "tiotropium bromide",
+        "Tiotropium 18 µg, gélule pour inhalation",
         "1 inhalation par jour, à heure fixe.",
     ),
     "tamoxifen": _Medication(
         "L02BA01", "tamoxifen", "Tamoxifène 20 mg, comprimé", "1 comprimé par jour."
     ),
     "ondansetron": _Medication(
-        "A04AA01", "ondansetron", "Ondansétron 8 mg, comprimé",
+        "A04AA01",
+        "ondansetron",
+        "Ondansétron 8 mg, comprimé",
         "1 comprimé matin et soir pendant les 3 jours qui suivent chaque cure.",
     ),
     "amoxicillin": _Medication(
-        "J01CA04", "amoxicillin", "Amoxicilline 1 g, comprimé dispersible",
+        "J01CA04",
+        "amoxicillin",
+        "Amoxicilline 1 g, comprimé dispersible",
         "1 comprimé matin, midi et soir pendant 7 jours.",
         "Suspension buvable : 50 mg/kg/jour en 2 prises pendant 6 jours.",
     ),
     "nitrofurantoin": _Medication(
-        "J01XE01", "nitrofurantoin", "Nitrofurantoïne 50 mg, gélule",
+        "J01XE01",
+        "nitrofurantoin",
+        "Nitrofurantoïne 50 mg, gélule",
         "2 gélules matin, midi et soir au cours des repas pendant 5 jours.",
     ),
     "paracetamol": _Medication(
-        "N02BE01", "paracetamol", "Paracétamol 1 g, comprimé",
+        "N02BE01",
+        "paracetamol",
+        "Paracétamol 1 g, comprimé",
         "1 comprimé toutes les 6 heures si douleur ou fièvre, sans dépasser 4 g par jour.",
         "Suspension buvable : 15 mg/kg toutes les 6 heures si fièvre.",
     ),
@@ -212,11 +269,19 @@ class _ConditionKind:
 CONDITIONS: Final[dict[str, _ConditionKind]] = {
     # chronic
     "hypertension": _ConditionKind(
-        "38341003", "Hypertensive disorder", "Hypertension artérielle", True, CARDIOLOGY,
+        "38341003",
+        "Hypertensive disorder",
+        "Hypertension artérielle",
+        True,
+        CARDIOLOGY,
         "ramipril",
     ),
     "diabetes": _ConditionKind(
-        "44054006", "Diabetes mellitus type 2", "Diabète de type 2", True, INTERNAL_MEDICINE,
+        "44054006",
+        "Diabetes mellitus type 2",
+        "Diabète de type 2",
+        True,
+        INTERNAL_MEDICINE,
         "metformin",
     ),
     "hyperlipidemia": _ConditionKind(
@@ -226,30 +291,54 @@ CONDITIONS: Final[dict[str, _ConditionKind]] = {
         "195967001", "Asthma", "Asthme", True, INTERNAL_MEDICINE, "salbutamol"
     ),
     "copd": _ConditionKind(
-        "13645005", "Chronic obstructive lung disease",
-        "Bronchopneumopathie chronique obstructive", True, INTERNAL_MEDICINE, "tiotropium",
+        "13645005",
+        "Chronic obstructive lung disease",
+        "Bronchopneumopathie chronique obstructive",
+        True,
+        INTERNAL_MEDICINE,
+        "tiotropium",
     ),
     "depression": _ConditionKind(
-        "35489007", "Depressive disorder", "Épisode dépressif caractérisé", True,
-        INTERNAL_MEDICINE, "citalopram",
+        "35489007",
+        "Depressive disorder",
+        "Épisode dépressif caractérisé",
+        True,
+        INTERNAL_MEDICINE,
+        "citalopram",
     ),
     "atrial_fibrillation": _ConditionKind(
-        "49436004", "Atrial fibrillation", "Fibrillation atriale", True, CARDIOLOGY,
+        "49436004",
+        "Atrial fibrillation",
+        "Fibrillation atriale",
+        True,
+        CARDIOLOGY,
         "rivaroxaban",
     ),
     "heart_failure": _ConditionKind(
         "84114007", "Heart failure", "Insuffisance cardiaque", True, CARDIOLOGY, "furosemide"
     ),
     "breast_cancer": _ConditionKind(
-        "254837009", "Malignant neoplasm of breast", "Cancer du sein", True, ONCOLOGY,
+        "254837009",
+        "Malignant neoplasm of breast",
+        "Cancer du sein",
+        True,
+        ONCOLOGY,
         "tamoxifen",
     ),
     "lung_cancer": _ConditionKind(
-        "254637007", "Non-small cell lung cancer", "Cancer bronchique non à petites cellules",
-        True, ONCOLOGY, "ondansetron",
+        "254637007",
+        "Non-small cell lung cancer",
+        "Cancer bronchique non à petites cellules",
+        True,
+        ONCOLOGY,
+        "ondansetron",
     ),
     "colon_cancer": _ConditionKind(
-        "363406005", "Malignant neoplasm of colon", "Cancer du côlon", True, ONCOLOGY,
+        "363406005",
+        "Malignant neoplasm of colon",
+        "Cancer du côlon",
+        True,
+        ONCOLOGY,
         "ondansetron",
     ),
     # acute
@@ -257,7 +346,11 @@ CONDITIONS: Final[dict[str, _ConditionKind]] = {
         "233604007", "Pneumonia", "Pneumopathie infectieuse", False, EMERGENCY, "amoxicillin"
     ),
     "urinary_infection": _ConditionKind(
-        "68566005", "Urinary tract infectious disease", "Infection urinaire", False, EMERGENCY,
+        "68566005",
+        "Urinary tract infectious disease",
+        "Infection urinaire",
+        False,
+        EMERGENCY,
         "nitrofurantoin",
     ),
     "bronchitis": _ConditionKind(
@@ -270,13 +363,21 @@ CONDITIONS: Final[dict[str, _ConditionKind]] = {
         "65363002", "Otitis media", "Otite moyenne aiguë", False, PEDIATRICS, "amoxicillin"
     ),
     "strep_throat": _ConditionKind(
-        "43878008", "Streptococcal sore throat", "Angine à streptocoque", False, PEDIATRICS,
+        "43878008",
+        "Streptococcal sore throat",
+        "Angine à streptocoque",
+        False,
+        PEDIATRICS,
         "amoxicillin",
     ),
 }
 
-ADULT_ACUTE: Final = (("pneumonia", 3), ("urinary_infection", 4), ("bronchitis", 3),
-                      ("sinusitis", 2))
+ADULT_ACUTE: Final = (
+    ("pneumonia", 3),
+    ("urinary_infection", 4),
+    ("bronchitis", 3),
+    ("sinusitis", 2),
+)
 CHILD_ACUTE: Final = (("otitis", 4), ("strep_throat", 3), ("bronchitis", 2), ("sinusitis", 1))
 
 
@@ -295,16 +396,28 @@ VITALS: Final[dict[str, _VitalKind]] = {
         "8867-4", "Heart rate", "Fréquence cardiaque", "vital-signs", "battements/min", "/min"
     ),
     "blood_pressure": _VitalKind(
-        "85354-9", "Blood pressure panel with all children optional", "Pression artérielle",
-        "vital-signs", "mmHg", "mm[Hg]",
+        "85354-9",
+        "Blood pressure panel with all children optional",
+        "Pression artérielle",
+        "vital-signs",
+        "mmHg",
+        "mm[Hg]",
     ),
     "systolic": _VitalKind(
-        "8480-6", "Systolic blood pressure", "Pression artérielle systolique", "vital-signs",
-        "mmHg", "mm[Hg]",
+        "8480-6",
+        "Systolic blood pressure",
+        "Pression artérielle systolique",
+        "vital-signs",
+        "mmHg",
+        "mm[Hg]",
     ),
     "diastolic": _VitalKind(
-        "8462-4", "Diastolic blood pressure", "Pression artérielle diastolique", "vital-signs",
-        "mmHg", "mm[Hg]",
+        "8462-4",
+        "Diastolic blood pressure",
+        "Pression artérielle diastolique",
+        "vital-signs",
+        "mmHg",
+        "mm[Hg]",
     ),
     "weight": _VitalKind("29463-7", "Body weight", "Poids", "vital-signs", "kg", "kg"),
     "height": _VitalKind("8302-2", "Body height", "Taille", "vital-signs", "cm", "cm"),
@@ -347,22 +460,77 @@ NOTES: Final[dict[str, tuple[str, ...]]] = {
 }
 
 # Median height (cm) by age (years), read off usual growth charts and rounded.
-_HEIGHT_MALE: Final = ((0, 50), (0.5, 67), (1, 76), (2, 88), (4, 103), (6, 116), (8, 128),
-                       (10, 139), (12, 150), (14, 164), (16, 173), (18, 176))
-_HEIGHT_FEMALE: Final = ((0, 49), (0.5, 65), (1, 74), (2, 86), (4, 102), (6, 115), (8, 127),
-                         (10, 139), (12, 151), (14, 160), (16, 163), (18, 163))
+_HEIGHT_MALE: Final = (
+    (0, 50),
+    (0.5, 67),
+    (1, 76),
+    (2, 88),
+    (4, 103),
+    (6, 116),
+    (8, 128),
+    (10, 139),
+    (12, 150),
+    (14, 164),
+    (16, 173),
+    (18, 176),
+)
+_HEIGHT_FEMALE: Final = (
+    (0, 49),
+    (0.5, 65),
+    (1, 74),
+    (2, 86),
+    (4, 102),
+    (6, 115),
+    (8, 127),
+    (10, 139),
+    (12, 151),
+    (14, 160),
+    (16, 163),
+    (18, 163),
+)
 # Median body-mass index (kg/m²) by age for children.
-_CHILD_BMI: Final = ((0, 13.5), (0.5, 17.0), (1, 17.5), (2, 16.5), (5, 15.4), (8, 15.8),
-                     (12, 18.0), (15, 19.5), (18, 21.5))
+_CHILD_BMI: Final = (
+    (0, 13.5),
+    (0.5, 17.0),
+    (1, 17.5),
+    (2, 16.5),
+    (5, 15.4),
+    (8, 15.8),
+    (12, 18.0),
+    (15, 19.5),
+    (18, 21.5),
+)
 
 # Age bands (years, inclusive lower, exclusive upper) and their weights: a clinic sees children
 # and the elderly more than a flat age pyramid would suggest.
-_AGE_BANDS: Final = ((0, 3, 5), (3, 12, 7), (12, 18, 5), (18, 40, 20), (40, 65, 28),
-                     (65, 80, 23), (80, 96, 12))
+_AGE_BANDS: Final = (
+    (0, 3, 5),
+    (3, 12, 7),
+    (12, 18, 5),
+    (18, 40, 20),
+    (40, 65, 28),
+    (65, 80, 23),
+    (80, 96, 12),
+)
 
 # Places of birth used in the fake INS (department codes); 99 means born abroad.
-_BIRTH_DEPARTMENTS: Final = ("69", "69", "69", "75", "13", "38", "42", "01", "59", "33", "99",
-                             "99", "31", "67", "44")
+_BIRTH_DEPARTMENTS: Final = (
+    "69",
+    "69",
+    "69",
+    "75",
+    "13",
+    "38",
+    "42",
+    "01",
+    "59",
+    "33",
+    "99",
+    "99",
+    "31",
+    "67",
+    "44",
+)
 
 
 @dataclass(frozen=True)
@@ -420,8 +588,20 @@ class _SeededBytes:
         return self._rng.getrandbits(8 * n).to_bytes(n, "big")
 
 
-_ASCII_FOLD: Final = str.maketrans({"đ": "d", "Đ": "D", "ł": "l", "Ł": "L", "ı": "i",
-                                    "œ": "oe", "Œ": "OE", "æ": "ae", "ß": "ss", "ø": "o"})
+_ASCII_FOLD: Final = str.maketrans(
+    {
+        "đ": "d",
+        "Đ": "D",
+        "ł": "l",
+        "Ł": "L",
+        "ı": "i",
+        "œ": "oe",
+        "Œ": "OE",
+        "æ": "ae",
+        "ß": "ss",
+        "ø": "o",
+    }
+)
 
 
 def email_local_part(given: str, family: str) -> str:
@@ -555,8 +735,15 @@ class _Builder:
             name=CLINIC_NAME,
             # 04 65 71 xx xx is the fiction block of the south-east geographic numbers.
             telecom=[{"system": "phone", "value": "+33 4 65 71 20 26", "use": "work"}],
-            address=[{"use": "work", "line": ["1 place du Val-Fleuri"], "city": "Lyon",
-                      "postalCode": "69008", "country": "FR"}],
+            address=[
+                {
+                    "use": "work",
+                    "line": ["1 place du Val-Fleuri"],
+                    "city": "Lyon",
+                    "postalCode": "69008",
+                    "country": "FR",
+                }
+            ],
         )
         for name in DEPARTMENTS:
             self.departments[name] = self.new(
@@ -600,10 +787,16 @@ class _Builder:
                 name=[human_name],
                 telecom=[{"system": "email", "value": email, "use": "work"}],
                 gender=gender,
-                qualification=[{"code": _concept(
-                    QUALIFICATION_SYSTEM, info.qualification_code, info.qualification,
-                    info.qualification,
-                )}],
+                qualification=[
+                    {
+                        "code": _concept(
+                            QUALIFICATION_SYSTEM,
+                            info.qualification_code,
+                            info.qualification,
+                            info.qualification,
+                        )
+                    }
+                ],
             )
             codings = [_coding(ROLE_SYSTEM, role, info.label)]
             if info.hl7_code:
@@ -636,8 +829,9 @@ class _Builder:
                 return value
 
     def clinicians(self, department: str, roles: frozenset[str] = CLINICIAN_ROLES) -> list[_Person]:
-        found = [p for p in self.staff
-                 if p.member.department == department and p.member.role in roles]
+        found = [
+            p for p in self.staff if p.member.department == department and p.member.role in roles
+        ]
         if found:
             return found
         # A small clinic may lack someone in this department: borrow from the others.
@@ -645,8 +839,9 @@ class _Builder:
         return anywhere or self.staff
 
     def nurses(self, department: str) -> list[_Person]:
-        return [p for p in self.staff
-                if p.member.department == department and p.member.role == "nurse"]
+        return [
+            p for p in self.staff if p.member.department == department and p.member.role == "nurse"
+        ]
 
     # -- patients -----------------------------------------------------------------------------
     def fake_ins(self, gender: str, birth: dt.date, postal_code: str) -> str:
@@ -657,8 +852,9 @@ class _Builder:
         value can never be mistaken for a real person's INS.
         """
         while True:
-            place = postal_code[:2] if self.rng.random() < 0.6 else self.rng.choice(
-                _BIRTH_DEPARTMENTS)
+            place = (
+                postal_code[:2] if self.rng.random() < 0.6 else self.rng.choice(_BIRTH_DEPARTMENTS)
+            )
             body = (
                 f"{1 if gender == 'male' else 2}{birth.year % 100:02d}{birth.month:02d}{place}"
                 f"{self.rng.randint(1, 990):03d}{self.rng.randint(1, 999):03d}"
@@ -692,8 +888,14 @@ class _Builder:
             number += " bis"
         kind, street = self.rng.choice(names.STREET_KINDS), self.rng.choice(names.STREET_NAMES)
         line = f"{number} {kind} {street}"
-        return {"use": "home", "type": "physical", "line": [line], "city": city,
-                "postalCode": postal_code, "country": "FR"}
+        return {
+            "use": "home",
+            "type": "physical",
+            "line": [line],
+            "city": city,
+            "postalCode": postal_code,
+            "country": "FR",
+        }
 
     def birth_date(self) -> dt.date:
         low, high, _ = self.rng.choices(_AGE_BANDS, weights=[b[2] for b in _AGE_BANDS])[0]
@@ -726,8 +928,13 @@ class _Builder:
             if age_now >= 18:
                 self.households.append(_Household(family, address, phone))
         fields: Resource = {
-            "identifier": [{"use": "official", "system": INS_SYSTEM,
-                            "value": self.fake_ins(gender, birth, address["postalCode"])}],
+            "identifier": [
+                {
+                    "use": "official",
+                    "system": INS_SYSTEM,
+                    "value": self.fake_ins(gender, birth, address["postalCode"]),
+                }
+            ],
             "active": True,
             "name": [{"use": "official", "family": family, "given": given}],
             "telecom": [{"system": "phone", "value": phone, "use": "mobile"}],
@@ -765,8 +972,9 @@ class _Builder:
         }
         found = [key for key, p in odds.items() if rng.random() < p]
         if age >= 40 and rng.random() < 0.05:
-            cancers = ["lung_cancer", "colon_cancer"] + (["breast_cancer"] * 2
-                                                         if gender == "female" else [])
+            cancers = ["lung_cancer", "colon_cancer"] + (
+                ["breast_cancer"] * 2 if gender == "female" else []
+            )
             found.append(rng.choice(cancers))
         return found
 
@@ -804,13 +1012,11 @@ class _Builder:
         previous_end: dt.datetime | None = None
         for index, day in enumerate(days):
             forced = current_stay and index == len(days) - 1
-            visit = self.make_visit(patient, birth, day, weights, previous_end,
-                                    forced_stay=forced)
+            visit = self.make_visit(patient, birth, day, weights, previous_end, forced_stay=forced)
             if visit is None:
                 break
             visits.append(visit)
-            conditions = self.make_conditions(patient, visit, chronic if index == 0 else [],
-                                              birth)
+            conditions = self.make_conditions(patient, visit, chronic if index == 0 else [], birth)
             self.make_observations(patient, visit, gender, chronic, build, first=index == 0)
             for key, condition in conditions:
                 kind = CONDITIONS[key]
@@ -845,12 +1051,18 @@ class _Builder:
     ) -> _Visit | None:
         rng = self.rng
         department = self.pick(weights)
-        inpatient_odds = {EMERGENCY: 0.2, PEDIATRICS: 0.1, CARDIOLOGY: 0.25,
-                          INTERNAL_MEDICINE: 0.35, ONCOLOGY: 0.3}[department]
+        inpatient_odds = {
+            EMERGENCY: 0.2,
+            PEDIATRICS: 0.1,
+            CARDIOLOGY: 0.25,
+            INTERNAL_MEDICINE: 0.35,
+            ONCOLOGY: 0.3,
+        }[department]
         inpatient = forced_stay or rng.random() < inpatient_odds
         hour = rng.randint(0, 23) if department == EMERGENCY else rng.randint(8, 17)
-        start = dt.datetime(day.year, day.month, day.day, hour, 5 * rng.randrange(12),
-                            tzinfo=dt.UTC)
+        start = dt.datetime(
+            day.year, day.month, day.day, hour, 5 * rng.randrange(12), tzinfo=dt.UTC
+        )
         if previous_end is not None and start <= previous_end:
             start = previous_end + dt.timedelta(days=rng.randint(1, 14), hours=1)
             start = start.replace(minute=5 * rng.randrange(12))
@@ -875,15 +1087,19 @@ class _Builder:
         attending = rng.choice(self.clinicians(department))
         nurses = self.nurses(department)
         nurse = rng.choice(nurses) if nurses and (inpatient or rng.random() < 0.5) else None
-        participants = [{
-            "type": [_concept(PARTICIPATION, "ATND", "attender")],
-            "individual": _ref(attending.resource),
-        }]
+        participants = [
+            {
+                "type": [_concept(PARTICIPATION, "ATND", "attender")],
+                "individual": _ref(attending.resource),
+            }
+        ]
         if nurse is not None:
-            participants.append({
-                "type": [_concept(PARTICIPATION, "PART", "Participation")],
-                "individual": _ref(nurse.resource),
-            })
+            participants.append(
+                {
+                    "type": [_concept(PARTICIPATION, "PART", "Participation")],
+                    "individual": _ref(nurse.resource),
+                }
+            )
         if inpatient:
             label = "Hospitalisation complète"
         elif department == EMERGENCY:
@@ -892,8 +1108,11 @@ class _Builder:
             label = "Consultation"
         fields: Resource = {
             "status": "finished" if end is not None else "in-progress",
-            "class": _coding(ACT_CODE, "IMP" if inpatient else "AMB",
-                             "inpatient encounter" if inpatient else "ambulatory"),
+            "class": _coding(
+                ACT_CODE,
+                "IMP" if inpatient else "AMB",
+                "inpatient encounter" if inpatient else "ambulatory",
+            ),
             "type": [{"text": f"{label} — {department}"}],
             "subject": _ref(patient),
             "participant": participants,
@@ -912,8 +1131,11 @@ class _Builder:
                 created=_iso(start - dt.timedelta(days=rng.randint(3, 60), hours=3)),
                 participant=[
                     {"actor": _ref(patient), "required": "required", "status": "accepted"},
-                    {"actor": _ref(attending.resource), "required": "required",
-                     "status": "accepted"},
+                    {
+                        "actor": _ref(attending.resource),
+                        "required": "required",
+                        "status": "accepted",
+                    },
                 ],
             )
             fields["appointment"] = [_ref(appointment)]
@@ -934,8 +1156,10 @@ class _Builder:
         for key in chronic:
             # Known before this first visit: onset between childhood and a month ago.
             latest = day - dt.timedelta(days=30)
-            earliest = max(birth + dt.timedelta(days=2 * 365 if key == "asthma" else 15 * 365),
-                           day - dt.timedelta(days=15 * 365))
+            earliest = max(
+                birth + dt.timedelta(days=2 * 365 if key == "asthma" else 15 * 365),
+                day - dt.timedelta(days=15 * 365),
+            )
             earliest = max(birth, min(earliest, latest))
             latest = max(latest, earliest)
             onset = earliest + dt.timedelta(days=rng.randint(0, (latest - earliest).days))
@@ -953,13 +1177,20 @@ class _Builder:
         return made
 
     def make_condition(
-        self, patient: Resource, visit: _Visit, key: str, onset: dt.date,
+        self,
+        patient: Resource,
+        visit: _Visit,
+        key: str,
+        onset: dt.date,
         abated: dt.date | None,
     ) -> Resource:
         kind = CONDITIONS[key]
         fields: Resource = {
-            "clinicalStatus": _concept(CONDITION_CLINICAL, "resolved" if abated else "active",
-                                       "Resolved" if abated else "Active"),
+            "clinicalStatus": _concept(
+                CONDITION_CLINICAL,
+                "resolved" if abated else "active",
+                "Resolved" if abated else "Active",
+            ),
             "verificationStatus": _concept(CONDITION_VERIFICATION, "confirmed", "Confirmed"),
             "category": [
                 _concept(CONDITION_CATEGORY, "problem-list-item", "Problem List Item")
@@ -978,8 +1209,14 @@ class _Builder:
         return self.new("Condition", **fields)
 
     def make_observations(
-        self, patient: Resource, visit: _Visit, gender: str, chronic: list[str],
-        build: dict[str, float], *, first: bool,
+        self,
+        patient: Resource,
+        visit: _Visit,
+        gender: str,
+        chronic: list[str],
+        build: dict[str, float],
+        *,
+        first: bool,
     ) -> None:
         rng, age = self.rng, visit.age
         af = "atrial_fibrillation" in chronic
@@ -997,9 +1234,14 @@ class _Builder:
             rate += rng.gauss(15, 12)
         if visit.department == EMERGENCY:
             rate += 6
-        self.make_observation(patient, visit, performer, "heart_rate",
-                              round(max(45.0, min(190.0, rate))),
-                              note_pool="heart_rate_af" if af else "heart_rate")
+        self.make_observation(
+            patient,
+            visit,
+            performer,
+            "heart_rate",
+            round(max(45.0, min(190.0, rate))),
+            note_pool="heart_rate_af" if af else "heart_rate",
+        )
         if age >= 3:
             if age < 18:
                 systolic = rng.gauss(95 + 1.1 * age, 8)
@@ -1009,9 +1251,14 @@ class _Builder:
                     systolic += rng.gauss(14, 8)
             systolic = max(80.0, min(210.0, systolic))
             diastolic = max(40.0, min(systolic - 25, rng.gauss(0.63 * systolic, 5)))
-            self.make_observation(patient, visit, performer, "blood_pressure", None,
-                                  components=(("systolic", round(systolic)),
-                                              ("diastolic", round(diastolic))))
+            self.make_observation(
+                patient,
+                visit,
+                performer,
+                "blood_pressure",
+                None,
+                components=(("systolic", round(systolic)), ("diastolic", round(diastolic))),
+            )
         # Height follows the growth curve of the patient's sex at their own centile.
         curve = _HEIGHT_MALE if gender == "male" else _HEIGHT_FEMALE
         height = _interpolate(curve, age) * (1 + 0.035 * build["height_z"])
@@ -1019,11 +1266,18 @@ class _Builder:
             height -= 0.15 * (age - 70)  # people lose a little height as they age
         bmi = _interpolate(_CHILD_BMI, age) * build["child_bmi"] if age < 18 else build["bmi"]
         weight = bmi * (height / 100) ** 2 * rng.uniform(0.98, 1.02)
-        self.make_observation(patient, visit, performer, "weight",
-                              round(weight, 2 if age < 2 else 1))
+        self.make_observation(
+            patient, visit, performer, "weight", round(weight, 2 if age < 2 else 1)
+        )
         if age < 18 or first:  # adults are measured once, at their first visit
-            self.make_observation(patient, visit, performer, "height", round(height, 1),
-                                  note_pool="height_infant" if age < 2 else "height")
+            self.make_observation(
+                patient,
+                visit,
+                performer,
+                "height",
+                round(height, 1),
+                note_pool="height_infant" if age < 2 else "height",
+            )
         inpatient = visit.resource["class"]["code"] == "IMP"
         if "diabetes" in chronic or inpatient or rng.random() < 0.15:
             if "diabetes" in chronic:
@@ -1047,9 +1301,13 @@ class _Builder:
         effective = self.moment_in(visit)
         fields: Resource = {
             "status": "final",
-            "category": [_concept(OBSERVATION_CATEGORY, kind.category,
-                                  "Vital Signs" if kind.category == "vital-signs"
-                                  else "Laboratory")],
+            "category": [
+                _concept(
+                    OBSERVATION_CATEGORY,
+                    kind.category,
+                    "Vital Signs" if kind.category == "vital-signs" else "Laboratory",
+                )
+            ],
             "code": _concept(LOINC, kind.loinc, kind.display, kind.text),
             "subject": _ref(patient),
             "encounter": _ref(visit.resource),
@@ -1057,35 +1315,52 @@ class _Builder:
             "performer": [_ref(performer.resource)],
         }
         if value is not None:
-            fields["valueQuantity"] = {"value": value, "unit": kind.unit, "system": UCUM,
-                                       "code": kind.ucum}
+            fields["valueQuantity"] = {
+                "value": value,
+                "unit": kind.unit,
+                "system": UCUM,
+                "code": kind.ucum,
+            }
         if components:
             fields["component"] = [
-                {"code": _concept(LOINC, VITALS[key].loinc, VITALS[key].display,
-                                  VITALS[key].text),
-                 "valueQuantity": {"value": v, "unit": VITALS[key].unit, "system": UCUM,
-                                   "code": VITALS[key].ucum}}
+                {
+                    "code": _concept(
+                        LOINC, VITALS[key].loinc, VITALS[key].display, VITALS[key].text
+                    ),
+                    "valueQuantity": {
+                        "value": v,
+                        "unit": VITALS[key].unit,
+                        "system": UCUM,
+                        "code": VITALS[key].ucum,
+                    },
+                }
                 for key, v in components
             ]
         if self.rng.random() < 0.12:
-            fields["note"] = [{
-                "authorReference": _ref(performer.resource),
-                "time": _iso(effective),
-                "text": self.rng.choice(NOTES[note_pool or kind_key]),
-            }]
+            fields["note"] = [
+                {
+                    "authorReference": _ref(performer.resource),
+                    "time": _iso(effective),
+                    "text": self.rng.choice(NOTES[note_pool or kind_key]),
+                }
+            ]
         return self.new("Observation", **fields)
 
     def make_prescription(
         self, patient: Resource, visit: _Visit, medication_key: str, reason: Resource | None
     ) -> Resource:
         medication = MEDICATIONS[medication_key]
-        dosage = medication.child_dosage if visit.age < 12 and medication.child_dosage \
+        dosage = (
+            medication.child_dosage
+            if visit.age < 12 and medication.child_dosage
             else medication.dosage
+        )
         fields: Resource = {
             "status": "active",  # settled once the patient's whole record is known
             "intent": "order",
-            "medicationCodeableConcept": _concept(ATC, medication.atc, medication.display,
-                                                  medication.text),
+            "medicationCodeableConcept": _concept(
+                ATC, medication.atc, medication.display, medication.text
+            ),
             "subject": _ref(patient),
             "encounter": _ref(visit.resource),
             "authoredOn": _iso(self.moment_in(visit, dt.timedelta(hours=6))),
@@ -1117,8 +1392,11 @@ class _Builder:
         if rng.random() >= (0.5 if chronic else 0.15):
             return
         choices = {k: w for k, w in weights.items() if k != EMERGENCY and w > 0}
-        department = self.pick(choices) if choices else (
-            PEDIATRICS if (self.today - birth).days < 18 * 365 else INTERNAL_MEDICINE)
+        department = (
+            self.pick(choices)
+            if choices
+            else (PEDIATRICS if (self.today - birth).days < 18 * 365 else INTERNAL_MEDICINE)
+        )
         physicians = self.clinicians(department, frozenset({"physician"}))
         practitioner = rng.choice(physicians)
         day = self.midnight + dt.timedelta(days=rng.randint(1, 120))
@@ -1131,11 +1409,16 @@ class _Builder:
             description=f"Consultation de suivi — {department}",
             start=_iso(start),
             end=_iso(end),
-            created=_iso(self.midnight - dt.timedelta(days=rng.randint(1, 45),
-                                                      minutes=5 * rng.randint(0, 120))),
+            created=_iso(
+                self.midnight
+                - dt.timedelta(days=rng.randint(1, 45), minutes=5 * rng.randint(0, 120))
+            ),
             participant=[
                 {"actor": _ref(patient), "required": "required", "status": "accepted"},
-                {"actor": _ref(practitioner.resource), "required": "required",
-                 "status": "accepted"},
+                {
+                    "actor": _ref(practitioner.resource),
+                    "required": "required",
+                    "status": "accepted",
+                },
             ],
         )
