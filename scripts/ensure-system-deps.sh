@@ -4,6 +4,7 @@
 #   make          runs the targets (absent from slim images)
 #   python3-venv  `python3 -m venv` on Debian's own Python (pyenv or python.org builds have it)
 #   postgresql    the server for the PostgreSQL half of the suite (scripts/pg-test-cluster.sh)
+#   fonts-dejavu-core  a Unicode TrueType font for PDF reports (names with any accent)
 # Not needed yet: chromium (browser tests, tests/browser/) will be added here when they land.
 # Python 3.11 itself is a prerequisite, not installed here.
 set -euo pipefail
@@ -18,9 +19,10 @@ if [ -z "$py" ]; then
 fi
 "$py" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 bash scripts/pg-test-cluster.sh bindir >/dev/null 2>&1 || missing+=(postgresql)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "==> system prerequisites present: make, Python venv, PostgreSQL"
+    echo "==> system prerequisites present: make, Python venv, PostgreSQL, DejaVu fonts"
     exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then

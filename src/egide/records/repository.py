@@ -173,10 +173,15 @@ class Repository:
         self.pending_ids: set[tuple[str, str]] = set()
         self._new_heads: dict[tuple[str, str], ResourceHead] = {}
         self.acts: list[Act] = []  # what this repository appended to the ledger, in order
+        self._last_reasons: tuple[str, ...] = ()
 
     # -- policy and audit -------------------------------------------------------------------
 
     def _audit(self, act: Act) -> None:
+        if not act.reasons and self._last_reasons:
+            # The reasons of the decision that allowed the act go into its ledger entry, so
+            # the patient's access report can say why (issue 5 deepens them: care links).
+            act = dataclasses.replace(act, reasons=self._last_reasons)
         append(self.session, principal=self.principal, act=act, clock=self.services.clock)
         self.acts.append(act)
 
@@ -232,6 +237,7 @@ class Repository:
                 decision.reasons,
                 error=None if hidden else Forbidden,
             )
+        self._last_reasons = decision.reasons
         return decision
 
     def _raise_hidden(

@@ -1,0 +1,110 @@
+"""`egide ledger report --patient ID`: the patient's access report as HTML, PDF or JSON.
+
+Writing the report is itself an audited act (an `export` of that patient's access history).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import typer
+from sqlalchemy.orm import Session
+
+from egide.cli.console import cli_errors, err
+from egide.cli.ledger import ledger_app
+from egide.cli.runtime import open_services
+from egide.core.errors import BadRequest
+from egide.core.principal import Principal
+from egide.core.settings import load_settings
+from egide.db.engine import transaction
+from egide.identity.directory import describe_account
+from egide.ledger.report import (
+    AccessReport,
+    PeopleLookup,
+    Person,
+    build_report,
+    default_person,
+    role_label,
+)
+from egide.ledger.report_render import render_html, render_pdf
+from egide.ledger.service import Act, Action, append
+
+OPERATOR = Principal(id="operator:cli", role="admin", name="local operator (CLI)")
+
+
+def people_from(session: Session) -> PeopleLookup:
+    """Names and roles of acting accounts, from the identity room."""
+
+    def lookup(user: str | None, role: str | None) -> Person:
+        label = describe_account(session, user)
+        if label is None:
+            return default_person(user, role)
+        return Person(label.name, role_label(label.role), label.department)
+
+    return lookup
+
+
+def report_json(report: AccessReport) -> str:
+    lines = [
+        {**dataclasses.asdict(line), "time": line.time.isoformat().replace("+00:00", "Z")}
+        for line in report.lines
+    ]
+    return json.dumps(
+        {
+            "patient": report.patient_id,
+            "generated": report.generated.isoformat(),
+            "accesses": lines,
+        },
+        ensure_ascii=False,
+        indent=2,
+    )
+
+
+@ledger_app.command("report")
+@cli_errors
+def report(
+    patient: str = typer.Option(..., help="the patient's id"),
+    fmt: str = typer.Option("html", "--format", help="html, pdf or json"),
+    out_file: Path | None = typer.Option(None, "--out", help="file (default: stdout)"),
+) -> None:
+    """Every access to one patient's record: who, when, what, why, from where."""
+    if fmt not in ("html", "pdf", "json"):
+        msg = "--format must be html, pdf or json"
+        raise BadRequest(msg)
+    if fmt == "pdf" and out_file is None:
+        msg = "a PDF report needs --out FILE"
+        raise BadRequest(msg)
+    services = open_services(load_settings())
+    try:
+        clock = services.records.clock
+        with transaction(services.session_factory) as session:
+            built = build_report(
+                session, patient_id=patient, now=clock.now(), people=people_from(session)
+            )
+            append(
+                session,
+                principal=OPERATOR,
+                clock=clock,
+                act=Act(
+                    Action.EXPORT,
+                    patient=patient,
+                    count=len(built.lines),
+                    purpose="patient access report",
+                    reasons=(f"format {fmt}",),
+                ),
+            )
+    finally:
+        services.close()
+    if fmt == "pdf":
+        assert out_file is not None
+        out_file.write_bytes(render_pdf(built))
+    else:
+        text = render_html(built) if fmt == "html" else report_json(built)
+        if out_file:
+            out_file.write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text + "\n")
+    err.print(f"egide: access report for {patient}: {len(built.lines)} accesses")

@@ -1,0 +1,146 @@
+"""The patient's access report: every access to one patient's record, read from the ledger.
+
+GDPR article 15 gives patients the right to know who processed their data; French law (Code
+de la santé publique L.1110-4) expects traceability of every access to a medical record. The
+report says, for each access: who (name, role, department), when, what (resource types and
+action), why (the access decision's reasons, the stated purpose or break-the-glass reason) and
+from where (coarse: on the server, inside the clinic's network, outside). Addresses are never
+shown in full: the patient learns enough to recognise an abnormal access, not staff's devices.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from egide.ledger.models import LedgerEntry
+
+
+@dataclass(frozen=True)
+class Person:
+    """How an acting account is shown to the patient."""
+
+    name: str
+    role: str
+    department: str | None = None
+
+
+@dataclass(frozen=True)
+class AccessLine:
+    entry_id: str
+    time: dt.datetime
+    who: str
+    role: str
+    department: str
+    action: str
+    what: str
+    count: int
+    why: str
+    where: str
+    outcome: str
+
+
+@dataclass(frozen=True)
+class AccessReport:
+    patient_id: str
+    generated: dt.datetime
+    lines: tuple[AccessLine, ...]
+
+    @property
+    def people(self) -> int:
+        return len({(line.who, line.role) for line in self.lines})
+
+
+PeopleLookup = Callable[[str | None, str | None], Person]
+
+_ACTIONS = {
+    "break_glass": "opened in an emergency (break-the-glass)",
+    "create": "added",
+    "delete": "deleted",
+    "export": "exported",
+    "read": "read",
+    "search": "found in a search",
+    "update": "changed",
+}
+_ROLES = {
+    "admin": "administrator",
+    "dpo": "data-protection officer",
+    "lab": "laboratory",
+    "nurse": "nurse",
+    "patient": "patient",
+    "pharmacist": "pharmacist",
+    "physician": "physician",
+    "radiology": "radiology",
+    "researcher": "researcher",
+    "resident": "resident physician",
+    "secretary": "medical secretary",
+    "security_officer": "security officer",
+    "service": "connected system",
+}
+_OUTCOMES = {"success": "done", "denied": "refused", "error": "failed"}
+
+
+def coarse_location(ip: str | None) -> str:
+    """Where an access came from, coarsely (never the address itself)."""
+    if not ip:
+        return "not recorded"
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return "not recorded"
+    if address.is_loopback:
+        return "on the server itself"
+    if address.is_private or address.is_link_local:
+        return "inside the clinic's network"
+    return "from outside the clinic's network"
+
+
+def role_label(role: str | None) -> str:
+    return _ROLES.get(role or "", role or "unknown")
+
+
+def default_person(user: str | None, role: str | None) -> Person:
+    if user and user.startswith("system:"):
+        return Person(f"automatic job ({user.removeprefix('system:')})", "system")
+    return Person(user or "unknown", role_label(role))
+
+
+def _why(reasons: list[str], purpose: str | None) -> str:
+    parts = [purpose] if purpose else []
+    parts.extend(reasons)
+    return "; ".join(parts) or "no reason recorded"
+
+
+def build_report(
+    session: Session, *, patient_id: str, now: dt.datetime, people: PeopleLookup | None = None
+) -> AccessReport:
+    """Every ledger entry about `patient_id`, oldest first, in words a patient understands."""
+    lookup = people or default_person
+    lines: list[AccessLine] = []
+    rows = session.scalars(
+        select(LedgerEntry).where(LedgerEntry.patient == patient_id).order_by(LedgerEntry.seq)
+    )
+    for row in rows:
+        person = lookup(row.user, row.role)
+        lines.append(
+            AccessLine(
+                entry_id=row.id,
+                time=row.time,
+                who=person.name,
+                role=person.role,
+                department=person.department or "—",
+                action=_ACTIONS.get(row.action, row.action.replace("_", " ")),
+                what=row.resource_type or "record",
+                count=row.count,
+                why=_why(json.loads(row.reasons), row.purpose),
+                where=coarse_location(row.ip),
+                outcome=_OUTCOMES.get(row.outcome, row.outcome),
+            )
+        )
+    return AccessReport(patient_id=patient_id, generated=now, lines=tuple(lines))
