@@ -17,6 +17,7 @@ import typer
 from sqlalchemy.orm import Session
 
 from egide import __version__
+from egide.cli import archive as _archive  # noqa: F401 - registers `egide ledger archive`
 from egide.cli import report as _report  # noqa: F401 - registers `egide ledger report`
 from egide.cli.console import cli_errors, err, fail, out, progress
 from egide.cli.ledger import ledger_app

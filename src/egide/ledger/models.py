@@ -86,3 +86,23 @@ class LedgerTreeState(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     size: Mapped[int] = mapped_column(BigInteger)
     state: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class LedgerArchive(Base):
+    """A prefix of the ledger moved out of the live database into an encrypted archive file.
+
+    The compact tree at `through_size` (its frontier) stays here, so the verifier can go on
+    from it: the tree of the remaining leaves still checks against every later checkpoint, and
+    the frontier's root against the signed checkpoint at `through_size`.
+    """
+
+    __tablename__ = "ledger_archive"
+
+    through_size: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=False
+    )
+    from_size: Mapped[int] = mapped_column(BigInteger)
+    frontier: Mapped[bytes] = mapped_column(LargeBinary)
+    file_name: Mapped[str] = mapped_column(String(255))
+    file_sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
+    time: Mapped[dt.datetime] = mapped_column(UTCDateTime())

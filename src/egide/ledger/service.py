@@ -35,6 +35,7 @@ class Action(StrEnum):
     EXPORT = "export"
     KEY_ROTATE = "key_rotate"
     KEY_SHRED = "key_shred"
+    LEDGER_ARCHIVE = "ledger_archive"
     LOGIN = "login"
     LOGIN_FAILED = "login_failed"
     LOGOUT = "logout"

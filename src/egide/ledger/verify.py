@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from egide.ledger.checkpoint import Checkpoint, CheckpointError, CheckpointVerifier
 from egide.ledger.merkle import CompactTree
-from egide.ledger.models import LedgerCheckpoint, LedgerEntry, LedgerLeaf
+from egide.ledger.models import LedgerArchive, LedgerCheckpoint, LedgerEntry, LedgerLeaf
 
 
 @dataclass
@@ -32,6 +32,7 @@ class Report:
     checkpoints: int = 0
     witnessed: int = 0
     pending: int = 0  # committed entries not yet covered by the tree (not a fault)
+    archived: int = 0  # leaves moved to archive files (ledger.retention)
     faults: list[str] = field(default_factory=list)
 
     @property
@@ -77,6 +78,29 @@ def _witness_notes(
     return seen
 
 
+def _resume_after_archive(
+    archive: LedgerArchive, expected: dict[int, Checkpoint], report: Report
+) -> CompactTree:
+    """The prefix lives in an archive file now (ledger.retention): go on from the tree's
+    frontier at that size, which must match the signed checkpoint there."""
+    try:
+        tree = CompactTree.from_bytes(archive.frontier)
+    except ValueError:
+        report.faults.append("the archived tree frontier is corrupt")
+        return CompactTree()
+    if tree.size != archive.through_size:
+        report.faults.append("the archived tree frontier does not match its size")
+    anchor = expected.get(archive.through_size)
+    if anchor is None:
+        report.faults.append(f"no signed checkpoint at the archive boundary {archive.through_size}")
+    elif anchor.root != tree.root():
+        report.faults.append(
+            f"the archived prefix does not match the checkpoint at {archive.through_size}"
+        )
+    report.archived = archive.through_size
+    return tree
+
+
 def verify_ledger(
     session: Session,
     *,
@@ -98,6 +122,10 @@ def verify_ledger(
             expected.setdefault(size, seen)
     total = session.scalar(select(func.count()).select_from(LedgerLeaf)) or 0
     tree = CompactTree()
+    archive = session.scalar(select(LedgerArchive).order_by(LedgerArchive.through_size.desc()))
+    if archive is not None:
+        tree = _resume_after_archive(archive, expected, report)
+        total += archive.through_size
     rows: Iterable[Any] = session.execute(
         select(
             LedgerLeaf.leaf_index,
@@ -142,7 +170,8 @@ def verify_ledger(
             f"the ledger was truncated: a checkpoint covers {max(beyond)} leaves, "
             f"only {tree.size} remain"
         )
-    report.pending = (session.scalar(select(func.count()).select_from(LedgerEntry)) or 0) - (total)
+    live_entries = session.scalar(select(func.count()).select_from(LedgerEntry)) or 0
+    report.pending = live_entries - (total - report.archived)
     if report.pending < 0:
         report.faults.append("the leaf table names entries that are not in the ledger")
     if on_progress is not None:
