@@ -41,33 +41,43 @@ _pg_counter = itertools.count()
 
 def parse_args(description: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--quick", action="store_true",
-                        help="smaller workload (a smoke run, figures are noisier)")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="rounds per configuration; the best round is reported")
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller workload (a smoke run, figures are noisier)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="rounds per configuration; the best round is reported",
+    )
     return parser.parse_args()
 
 
 def environment_line() -> str:
     """One line saying what the figures were measured on, to compare runs fairly."""
-    return (f"python {platform.python_version()} | cryptography {cryptography.__version__} | "
-            f"{openssl_backend.openssl_version_text()} | {os.cpu_count()} CPUs | "
-            f"{platform.machine()}")
+    return (
+        f"python {platform.python_version()} | cryptography {cryptography.__version__} | "
+        f"{openssl_backend.openssl_version_text()} | {os.cpu_count()} CPUs | "
+        f"{platform.machine()}"
+    )
 
 
 def bench_settings(data_dir: Path, database_url: str | None = None) -> Settings:
-    return Settings.model_validate({
-        "data_dir": data_dir,
-        "database_url": database_url,
-        "master_secret": BENCH_MASTER_SECRET,
-        # Cheap KDF: it runs once when the keyring is opened, never per request.
-        "kdf_memory_kib": 64,
-        "kdf_iterations": 1,
-    })
+    return Settings.model_validate(
+        {
+            "data_dir": data_dir,
+            "database_url": database_url,
+            "master_secret": BENCH_MASTER_SECRET,
+            # Cheap KDF: it runs once when the keyring is opened, never per request.
+            "kdf_memory_kib": 64,
+            "kdf_iterations": 1,
+        }
+    )
 
 
-def open_installation(data_dir: Path, *, aead: Aead | None = None,
-                      database_url: str | None = None) -> Services:
+def open_installation(
+    data_dir: Path, *, aead: Aead | None = None, database_url: str | None = None
+) -> Services:
     """A fresh, initialised installation (keyring + schema) opened with `aead`."""
     settings = bench_settings(data_dir, database_url)
     initialise(settings)
@@ -76,8 +86,9 @@ def open_installation(data_dir: Path, *, aead: Aead | None = None,
 
 def service_token(services: Services) -> str:
     with transaction(services.session_factory) as session:
-        return create_token(session, role="service", name="benchmark",
-                            clock=services.records.clock).token
+        return create_token(
+            session, role="service", name="benchmark", clock=services.records.clock
+        ).token
 
 
 @contextmanager
@@ -100,11 +111,13 @@ def serve(services: Services) -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(api_for(services), host="127.0.0.1", port=port,
-                            log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        api_for(services), host="127.0.0.1", port=port, log_level="warning", access_log=False
+    )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
-                              name=f"uvicorn-{port}", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn-{port}", daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + 15
     while not server.started:

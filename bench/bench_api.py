@@ -85,11 +85,11 @@ def _patient(index: int) -> dict[str, Any]:
         "name": [{"family": family, "given": ["Élodie", "Marie"]}],
         "gender": "female",
         "birthDate": "1987-04-12",
-        "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8",
-                        "value": f"2870475{index:08d}"}],
+        "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": f"2870475{index:08d}"}],
         "telecom": [{"system": "phone", "value": "+33 6 12 34 56 78", "use": "mobile"}],
-        "address": [{"line": ["12 rue des Lilas"], "city": "Lyon", "postalCode": "69003",
-                     "country": "FR"}],
+        "address": [
+            {"line": ["12 rue des Lilas"], "city": "Lyon", "postalCode": "69003", "country": "FR"}
+        ],
     }
 
 
@@ -97,15 +97,27 @@ def _observation(patient_id: str, index: int) -> dict[str, Any]:
     return {
         "resourceType": "Observation",
         "status": "final",
-        "category": [{"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-            "code": "vital-signs"}]}],
-        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4",
-                             "display": "Heart rate"}]},
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "vital-signs",
+                    }
+                ]
+            }
+        ],
+        "code": {
+            "coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]
+        },
         "subject": {"reference": f"Patient/{patient_id}"},
         "effectiveDateTime": f"2026-02-01T10:{index % 60:02d}:00Z",
-        "valueQuantity": {"value": 60 + index % 40, "unit": "/min",
-                          "system": "http://unitsofmeasure.org", "code": "/min"},
+        "valueQuantity": {
+            "value": 60 + index % 40,
+            "unit": "/min",
+            "system": "http://unitsofmeasure.org",
+            "code": "/min",
+        },
     }
 
 
@@ -143,29 +155,38 @@ class Round:
     def run(self, op: str) -> Sample:
         client = self.target.client
         if op == "Patient create":
+
             def create_patient(i: int) -> None:
                 response = _expect(client.post("/fhir/Patient", json=_patient(i)), 201)
                 self.ids.append(response.json()["id"])
+
             return _timed([lambda i=i: create_patient(i) for i in self.indices])
         if op == "Patient read":
-            return _timed([lambda r=r: _expect(client.get(f"/fhir/Patient/{r}"), 200)
-                           for r in self.ids])
+            return _timed(
+                [lambda r=r: _expect(client.get(f"/fhir/Patient/{r}"), 200) for r in self.ids]
+            )
         if op == "Patient search":
+
             def search(group: int) -> None:
                 response = client.get("/fhir/Patient", params={"family": f"Bench{group:05d}"})
                 total = _expect(response, 200).json().get("total")
                 if total != GROUP:
                     msg = f"search for group {group} found {total}, expected {GROUP}"
                     raise RuntimeError(msg)
+
             # Only groups this round completed (indices are consecutive; GROUP divides n).
             groups = sorted({i // GROUP for i in self.indices})
             picks = [groups[k % len(groups)] for k in range(self.n)]
             return _timed([lambda g=g: search(g) for g in picks])
         assert op == "Observation create"
-        return _timed([
-            lambda p=self.ids[k], k=k: _expect(
-                client.post("/fhir/Observation", json=_observation(p, k)), 201)
-            for k in range(self.n)])
+        return _timed(
+            [
+                lambda p=self.ids[k], k=k: _expect(
+                    client.post("/fhir/Observation", json=_observation(p, k)), 201
+                )
+                for k in range(self.n)
+            ]
+        )
 
 
 def overall(rates: dict[str, float]) -> float:
@@ -188,9 +209,11 @@ def main() -> int:
 
     print("Égide API throughput over HTTP (uvicorn on 127.0.0.1, one httpx keep-alive client)")
     print(environment_line())
-    print(f"{n} requests per operation per round, {rounds} rounds; each operation runs on "
-          "every installation back to back, order alternated each round (A B, B A, ...); "
-          "the best round of each is shown.")
+    print(
+        f"{n} requests per operation per round, {rounds} rounds; each operation runs on "
+        "every installation back to back, order alternated each round (A B, B A, ...); "
+        "the best round of each is shown."
+    )
     print()
 
     with ExitStack() as stack:
@@ -201,10 +224,17 @@ def main() -> int:
             services = open_installation(data_dir, **install)
             stack.callback(services.close)
             base = stack.enter_context(serve(services))
-            client = stack.enter_context(httpx.Client(
-                base_url=base, timeout=30,
-                headers={"Authorization": f"Bearer {service_token(services)}",
-                         "Content-Type": FHIR, "Accept": FHIR}))
+            client = stack.enter_context(
+                httpx.Client(
+                    base_url=base,
+                    timeout=30,
+                    headers={
+                        "Authorization": f"Bearer {service_token(services)}",
+                        "Content-Type": FHIR,
+                        "Accept": FHIR,
+                    },
+                )
+            )
             targets.append(Target(label, client))
 
         add("security on")
@@ -228,36 +258,68 @@ def main() -> int:
 
     on, off = targets[0], targets[1]
     extra = targets[2:]
-    headers = ["operation", f"{on.label} req/s", f"{off.label} req/s", "ratio",
-               "CPU ms on", "CPU ms off", "CPU ratio"]
+    headers = [
+        "operation",
+        f"{on.label} req/s",
+        f"{off.label} req/s",
+        "ratio",
+        "CPU ms on",
+        "CPU ms off",
+        "CPU ratio",
+    ]
     headers += [f"{t.label} req/s" for t in extra]
-    rows = [[op, fmt_rate(on.best[op]), fmt_rate(off.best[op]),
-             f"{on.best[op] / off.best[op]:.3f}", f"{on.cpu[op]:.2f}",
-             f"{off.cpu[op]:.2f}", f"{off.cpu[op] / on.cpu[op]:.3f}",
-             *[fmt_rate(t.best[op]) for t in extra]]
-            for op in OPERATIONS]
+    rows = [
+        [
+            op,
+            fmt_rate(on.best[op]),
+            fmt_rate(off.best[op]),
+            f"{on.best[op] / off.best[op]:.3f}",
+            f"{on.cpu[op]:.2f}",
+            f"{off.cpu[op]:.2f}",
+            f"{off.cpu[op] / on.cpu[op]:.3f}",
+            *[fmt_rate(t.best[op]) for t in extra],
+        ]
+        for op in OPERATIONS
+    ]
     mix_on, mix_off = overall(on.best), overall(off.best)
     cpu_on, cpu_off = mean_cpu(on.cpu), mean_cpu(off.cpu)
-    rows.append(["equal mix of the four", fmt_rate(mix_on), fmt_rate(mix_off),
-                 f"{mix_on / mix_off:.3f}", f"{cpu_on:.2f}", f"{cpu_off:.2f}",
-                 f"{cpu_off / cpu_on:.3f}", *[fmt_rate(overall(t.best)) for t in extra]])
+    rows.append(
+        [
+            "equal mix of the four",
+            fmt_rate(mix_on),
+            fmt_rate(mix_off),
+            f"{mix_on / mix_off:.3f}",
+            f"{cpu_on:.2f}",
+            f"{cpu_off:.2f}",
+            f"{cpu_off / cpu_on:.3f}",
+            *[fmt_rate(overall(t.best)) for t in extra],
+        ]
+    )
     print_table(headers, rows)
     print()
     wall_overhead = 1 - mix_on / mix_off
     cpu_overhead = 1 - cpu_off / cpu_on
     verdict = "within" if cpu_overhead <= GOAL_OVERHEAD else "OVER"
-    print(f"Cipher-layer overhead on the mix: {wall_overhead * 100:+.1f} % of throughput by "
-          f"wall clock, {cpu_overhead * 100:+.1f} % by CPU time per request "
-          f"({verdict} the {GOAL_OVERHEAD:.0%} goal, judged on CPU time).")
-    print("ratio = req/s on / req/s off; CPU ratio = CPU off / CPU on (both 1.0 = free, "
-          "0.85 = the 15 % goal). CPU time per request is the steadier figure on a shared "
-          "machine: it does not count time spent waiting for a core.")
-    print("Compared: AES-256-GCM sealing of resource bodies vs UnsafeNullCipher. Both "
-          "installations write the ledger, compute HMAC blind indexes, wrap/unwrap data keys "
-          "with real AES-GCM and check bearer tokens; the ledger's own cost is not separated "
-          "(src/ has no switch to skip it, by design).")
-    print("Client and server share one Python process (uvicorn in a thread), so client time "
-          "is in every figure; an overhead below zero is noise.")
+    print(
+        f"Cipher-layer overhead on the mix: {wall_overhead * 100:+.1f} % of throughput by "
+        f"wall clock, {cpu_overhead * 100:+.1f} % by CPU time per request "
+        f"({verdict} the {GOAL_OVERHEAD:.0%} goal, judged on CPU time)."
+    )
+    print(
+        "ratio = req/s on / req/s off; CPU ratio = CPU off / CPU on (both 1.0 = free, "
+        "0.85 = the 15 % goal). CPU time per request is the steadier figure on a shared "
+        "machine: it does not count time spent waiting for a core."
+    )
+    print(
+        "Compared: AES-256-GCM sealing of resource bodies vs UnsafeNullCipher. Both "
+        "installations write the ledger, compute HMAC blind indexes, wrap/unwrap data keys "
+        "with real AES-GCM and check bearer tokens; the ledger's own cost is not separated "
+        "(src/ has no switch to skip it, by design)."
+    )
+    print(
+        "Client and server share one Python process (uvicorn in a thread), so client time "
+        "is in every figure; an overhead below zero is noise."
+    )
     if not pg_url:
         print(f"PostgreSQL column skipped: {PG_URL_ENV} is not set.")
     return 0

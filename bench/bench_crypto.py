@@ -62,8 +62,10 @@ def main() -> int:
 
     print("Égide AES-256-GCM and blind-index throughput (operations per second)")
     print(environment_line())
-    print(f"{n} operations per timing, best of {repeats} interleaved repeats; "
-          "ratio = figure / floor (1.00 = as fast as the raw call).")
+    print(
+        f"{n} operations per timing, best of {repeats} interleaved repeats; "
+        "ratio = figure / floor (1.00 = as fast as the raw call)."
+    )
     print()
 
     rows: list[list[str]] = []
@@ -94,27 +96,50 @@ def main() -> int:
                     r_nonce, r_ct = raw_box[:NONCE_SIZE], raw_box[NONCE_SIZE:]
                     checks: list[tuple[str, Callable[[], object], Callable[[], object]]] = [
                         ("seal", raw_seal, our_seal),
-                        ("open", lambda n_=r_nonce, c=r_ct: AESGCM(key).decrypt(n_, c, AAD),
-                         lambda n_=r_nonce, c=r_ct: wrapper.decrypt(key, n_, c, AAD)),
+                        (
+                            "open",
+                            lambda n_=r_nonce, c=r_ct: AESGCM(key).decrypt(n_, c, AAD),
+                            lambda n_=r_nonce, c=r_ct: wrapper.decrypt(key, n_, c, AAD),
+                        ),
                     ]
                     envelope_ops: dict[str, Callable[[], object]] = {
                         "seal": env_seal,
-                        "open": lambda s=sealed: envelope.open(session, owner=OWNER,
-                                                               sealed=s, aad=AAD),
+                        "open": lambda s=sealed: envelope.open(
+                            session, owner=OWNER, sealed=s, aad=AAD
+                        ),
                     }
                     for name, raw_fn, our_fn in checks:
-                        floor, ours, env = best_rates([raw_fn, our_fn, envelope_ops[name]],
-                                                      n, repeats)
+                        floor, ours, env = best_rates(
+                            [raw_fn, our_fn, envelope_ops[name]], n, repeats
+                        )
                         mib = floor * size / (1024 * 1024)
-                        rows.append([f"{name} {_size_label(size)}", fmt_rate(floor),
-                                     f"{mib:,.0f}", fmt_rate(ours), f"{ours / floor:.2f}",
-                                     fmt_rate(env), f"{env / floor:.2f}"])
+                        rows.append(
+                            [
+                                f"{name} {_size_label(size)}",
+                                fmt_rate(floor),
+                                f"{mib:,.0f}",
+                                fmt_rate(ours),
+                                f"{ours / floor:.2f}",
+                                fmt_rate(env),
+                                f"{env / floor:.2f}",
+                            ]
+                        )
             index_key = services.keyring.secret("blind-index")
         finally:
             services.close()
 
-    print_table(["AES-256-GCM", "floor op/s", "floor MiB/s", "AesGcm op/s", "ratio",
-                 "Envelope op/s", "ratio"], rows)
+    print_table(
+        [
+            "AES-256-GCM",
+            "floor op/s",
+            "floor MiB/s",
+            "AesGcm op/s",
+            "ratio",
+            "Envelope op/s",
+            "ratio",
+        ],
+        rows,
+    )
     print()
 
     index = BlindIndex(index_key)
@@ -124,23 +149,29 @@ def main() -> int:
         return hmac.new(index_key, message, hashlib.sha256).digest()
 
     blind_n = n * 2
-    floor, ours = best_rates([raw_hmac, lambda: index.token("family", "dupont")], blind_n,
-                             repeats)
+    floor, ours = best_rates([raw_hmac, lambda: index.token("family", "dupont")], blind_n, repeats)
     start = time.perf_counter()
     words = 0
     while time.perf_counter() - start < 0.5:
         index.prefix_tokens("family", "lefevre-dupont")
         words += 1
     prefix_rate = words / (time.perf_counter() - start)
-    print_table(["HMAC-SHA256 blind index", "floor op/s", "BlindIndex op/s", "ratio"], [
-        ["token (1 value)", fmt_rate(floor), fmt_rate(ours), f"{ours / floor:.2f}"],
-    ])
-    print(f"prefix_tokens (12 tokens a word, what indexing one name costs): "
-          f"{fmt_rate(prefix_rate)} words/s")
+    print_table(
+        ["HMAC-SHA256 blind index", "floor op/s", "BlindIndex op/s", "ratio"],
+        [
+            ["token (1 value)", fmt_rate(floor), fmt_rate(ours), f"{ours / floor:.2f}"],
+        ],
+    )
+    print(
+        f"prefix_tokens (12 tokens a word, what indexing one name costs): "
+        f"{fmt_rate(prefix_rate)} words/s"
+    )
     print()
-    print("floor = cryptography's AESGCM / hmac.new with a fresh nonce and a key object per "
-          "call; AesGcm = our size-checked wrapper; Envelope = seal/open with header, random "
-          "nonce and associated data, data key cached in the open transaction.")
+    print(
+        "floor = cryptography's AESGCM / hmac.new with a fresh nonce and a key object per "
+        "call; AesGcm = our size-checked wrapper; Envelope = seal/open with header, random "
+        "nonce and associated data, data key cached in the open transaction."
+    )
     return 0
 
 

@@ -25,6 +25,7 @@ def api_for(services: Services) -> FastAPI:
         started=services.records.clock.now(),
         background=lambda: sequence_ledger(services),
         background_interval=services.settings.checkpoint_interval_seconds,
+        ledger_vkey=services.signer.verifier_key(),
     )
     return create_api(ctx)
 

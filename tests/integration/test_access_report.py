@@ -144,3 +144,65 @@ def test_the_cli_writes_the_report_and_audits_the_request(
     assert bad.returncode == 1
     assert bad.stderr.strip().count("\n") == 0
     assert "--out" in bad.stderr
+
+
+def test_the_patient_reads_their_own_report_over_http(
+    client: TestClient, services: Services, service_token: str
+) -> None:
+    from egide.fhir.validation import validate_resource  # noqa: PLC0415
+    from tests.helpers import issue_token  # noqa: PLC0415
+
+    mine = create(client, service_token, patient(family="Moi"))["id"]
+    theirs = create(client, service_token, patient(family="Autre"))["id"]
+    client.get(f"/fhir/Patient/{mine}", headers=headers(service_token))
+    token = issue_token(services, "patient", patient_id=mine)
+    auth = {"Authorization": f"Bearer {token}"}
+
+    page = client.get("/api/patient/access-report", headers=auth)
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert page.headers["cache-control"] == "no-store"
+    assert "Who accessed your medical record" in page.text
+    as_json = client.get("/api/patient/access-report?fmt=json", headers=auth).json()
+    assert as_json["patient"] == mine
+    assert [a["action"] for a in as_json["accesses"]][:2] == ["added", "read"]
+    pdf = client.get("/api/patient/access-report?fmt=pdf", headers=auth)
+    assert pdf.headers["content-type"] == "application/pdf"
+    assert pdf.content.startswith(b"%PDF-")
+    bundle = client.get("/api/patient/access-report?fmt=fhir", headers=auth).json()
+    assert bundle["resourceType"] == "Bundle"
+    assert bundle["type"] == "collection"
+    for entry in bundle["entry"]:
+        validate_resource(entry["resource"], expected_type="AuditEvent")
+    # The patient's own earlier report requests are in the report (the ledger records them).
+    assert any(e["resource"]["id"] for e in bundle["entry"])
+    later = client.get("/api/patient/access-report?fmt=json", headers=auth).json()
+    assert sum(a["action"] == "exported" for a in later["accesses"]) >= 4
+
+    # Another patient's report answers like one that does not exist; staff roles are refused.
+    assert (
+        client.get(f"/api/patient/access-report?patient={theirs}", headers=auth).status_code == 404
+    )
+    physician = issue_token(services, "physician")
+    assert (
+        client.get(
+            f"/api/patient/access-report?patient={mine}",
+            headers={"Authorization": f"Bearer {physician}"},
+        ).status_code
+        == 403
+    )
+    dpo = issue_token(services, "dpo")
+    response = client.get(
+        f"/api/patient/access-report?patient={theirs}&fmt=json",
+        headers={"Authorization": f"Bearer {dpo}"},
+    )
+    assert response.status_code == 200
+    assert response.json()["patient"] == theirs
+    assert client.get("/api/patient/access-report").status_code == 401
+    with transaction(services.session_factory) as session:
+        refused = session.scalars(
+            select(LedgerEntry).where(
+                LedgerEntry.action == "export", LedgerEntry.outcome == "denied"
+            )
+        ).all()
+    assert {r.patient for r in refused} == {theirs, mine}

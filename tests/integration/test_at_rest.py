@@ -77,10 +77,18 @@ SECRETS = {
 
 
 def _spellings(value: str) -> set[str]:
-    forms = {value, value.lower(), value.upper(), value.casefold(), normalise_text(value),
-             unicodedata.normalize("NFC", value), unicodedata.normalize("NFD", value)}
-    plain = "".join(ch for ch in unicodedata.normalize("NFKD", value)
-                    if not unicodedata.combining(ch))
+    forms = {
+        value,
+        value.lower(),
+        value.upper(),
+        value.casefold(),
+        normalise_text(value),
+        unicodedata.normalize("NFC", value),
+        unicodedata.normalize("NFD", value),
+    }
+    plain = "".join(
+        ch for ch in unicodedata.normalize("NFKD", value) if not unicodedata.combining(ch)
+    )
     forms |= {plain, plain.lower(), plain.upper()}
     forms |= {json.dumps(form)[1:-1] for form in list(forms)}  # \u00e9 escapes
     return forms
@@ -100,8 +108,12 @@ def needles(value: str) -> dict[str, bytes]:
 
 def hits(blobs: dict[str, bytes], value: str) -> list[str]:
     """Where (which blob, which spelling) `value` occurs."""
-    return [f"{where}: {label}" for where, blob in blobs.items()
-            for label, needle in needles(value).items() if needle in blob]
+    return [
+        f"{where}: {label}"
+        for where, blob in blobs.items()
+        for label, needle in needles(value).items()
+        if needle in blob
+    ]
 
 
 def assert_no_patient_data(blobs: dict[str, bytes]) -> None:
@@ -111,8 +123,9 @@ def assert_no_patient_data(blobs: dict[str, bytes]) -> None:
 
 
 def _sqlite_files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def _sqlite_logical_dump(path: Path) -> bytes:
@@ -127,11 +140,13 @@ def _pg_dump_binary() -> str | None:
     candidates: list[str] = []
     pg_config = shutil.which("pg_config")
     if pg_config:
-        bindir = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
-                                check=False).stdout.strip()
+        bindir = subprocess.run(
+            [pg_config, "--bindir"], capture_output=True, text=True, check=False
+        ).stdout.strip()
         candidates.append(str(Path(bindir) / "pg_dump"))
-    candidates += [str(p) for p in sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_dump"),
-                                          reverse=True)]
+    candidates += [
+        str(p) for p in sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_dump"), reverse=True)
+    ]
     if found := shutil.which("pg_dump"):
         candidates.append(found)
     return next((c for c in candidates if Path(c).is_file() and os.access(c, os.X_OK)), None)
@@ -143,8 +158,11 @@ def _pg_dump(url: str) -> bytes:
         if os.environ.get("CI"):
             pytest.fail("pg_dump is required in CI for the PostgreSQL at-rest scan")
         pytest.skip("pg_dump not found (pg_config --bindir, /usr/lib/postgresql/*/bin)")
-    result = subprocess.run([binary, "--format=plain", "--no-password", f"--dbname={url}"],
-                            capture_output=True, check=False)
+    result = subprocess.run(
+        [binary, "--format=plain", "--no-password", f"--dbname={url}"],
+        capture_output=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     assert b"CREATE TABLE public.records_version" in result.stdout
     return result.stdout
@@ -156,38 +174,58 @@ def _ids(bundle: dict[str, Any]) -> set[str]:
 
 def _write_and_use(client: TestClient, token: str) -> dict[str, str]:
     """Create the resources, update the patient, search and read everything once."""
-    patient = create(client, token, {
-        "resourceType": "Patient",
-        "name": [{"family": FAMILY, "given": [GIVEN, ASCII_GIVEN]}],
-        "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": IDENTIFIER}],
-        "gender": "female",
-        "birthDate": BIRTH_DATE,
-        "telecom": [{"system": "phone", "value": PHONE, "use": "mobile"}],
-        "address": [{"line": [ADDRESS_LINE], "city": "Lyon", "postalCode": "69003"}],
-    })
+    patient = create(
+        client,
+        token,
+        {
+            "resourceType": "Patient",
+            "name": [{"family": FAMILY, "given": [GIVEN, ASCII_GIVEN]}],
+            "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": IDENTIFIER}],
+            "gender": "female",
+            "birthDate": BIRTH_DATE,
+            "telecom": [{"system": "phone", "value": PHONE, "use": "mobile"}],
+            "address": [{"line": [ADDRESS_LINE], "city": "Lyon", "postalCode": "69003"}],
+        },
+    )
     pid = patient["id"]
     ref = {"reference": f"Patient/{pid}"}
-    observation = create(client, token, {
-        "resourceType": "Observation",
-        "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-        "subject": ref,
-        "effectiveDateTime": "2026-02-01T10:00:00Z",
-        "valueQuantity": {"value": 72, "unit": "/min", "system": "http://unitsofmeasure.org",
-                          "code": "/min"},
-        "note": [{"text": NOTE}],
-    })
-    condition = create(client, token, {
-        "resourceType": "Condition",
-        "subject": ref,
-        "code": {"text": CONDITION_TEXT},
-    })
-    document = create(client, token, {
-        "resourceType": "DocumentReference",
-        "status": "current",
-        "subject": ref,
-        "content": [{"attachment": {"contentType": "text/plain", "data": ATTACHMENT_B64}}],
-    })
+    observation = create(
+        client,
+        token,
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "subject": ref,
+            "effectiveDateTime": "2026-02-01T10:00:00Z",
+            "valueQuantity": {
+                "value": 72,
+                "unit": "/min",
+                "system": "http://unitsofmeasure.org",
+                "code": "/min",
+            },
+            "note": [{"text": NOTE}],
+        },
+    )
+    condition = create(
+        client,
+        token,
+        {
+            "resourceType": "Condition",
+            "subject": ref,
+            "code": {"text": CONDITION_TEXT},
+        },
+    )
+    document = create(
+        client,
+        token,
+        {
+            "resourceType": "DocumentReference",
+            "status": "current",
+            "subject": ref,
+            "content": [{"attachment": {"contentType": "text/plain", "data": ATTACHMENT_B64}}],
+        },
+    )
     # A second version: the first stays in the history, both must be sealed.
     updated = dict(patient, address=[{"line": [ADDRESS_LINE_V2], "city": "Lyon"}])
     response = client.put(f"/fhir/Patient/{pid}", json=updated, headers=headers(token))
@@ -206,10 +244,15 @@ def _write_and_use(client: TestClient, token: str) -> dict[str, str]:
         assert found.status_code == 200, found.text
         assert _ids(found.json()) == {expected}, query
 
-    read = {kind: client.get(f"/fhir/{kind}/{rid}", headers=headers(token)).json()
-            for kind, rid in [("Patient", pid), ("Observation", observation["id"]),
-                              ("Condition", condition["id"]),
-                              ("DocumentReference", document["id"])]}
+    read = {
+        kind: client.get(f"/fhir/{kind}/{rid}", headers=headers(token)).json()
+        for kind, rid in [
+            ("Patient", pid),
+            ("Observation", observation["id"]),
+            ("Condition", condition["id"]),
+            ("DocumentReference", document["id"]),
+        ]
+    }
     assert read["Patient"]["name"][0]["family"] == FAMILY
     assert read["Patient"]["address"][0]["line"] == [ADDRESS_LINE_V2]
     v1 = client.get(f"/fhir/Patient/{pid}/_history/1", headers=headers(token)).json()
@@ -217,20 +260,26 @@ def _write_and_use(client: TestClient, token: str) -> dict[str, str]:
     assert read["Observation"]["note"][0]["text"] == NOTE
     assert read["Condition"]["code"]["text"] == CONDITION_TEXT
     assert read["DocumentReference"]["content"][0]["attachment"]["data"] == ATTACHMENT_B64
-    return {"Patient": pid, "Observation": observation["id"], "Condition": condition["id"],
-            "DocumentReference": document["id"]}
+    return {
+        "Patient": pid,
+        "Observation": observation["id"],
+        "Condition": condition["id"],
+        "DocumentReference": document["id"],
+    }
 
 
 def _canary_token(services: Services) -> str:
     """A token whose name is stored clear (identity_api_token.name) and whose SHA-256 is a
     clear blob (identity_api_token.token_hash): the scan's positive controls."""
     with transaction(services.session_factory) as session:
-        return create_token(session, role="service", name=TOKEN_NAME,
-                            clock=services.records.clock).token
+        return create_token(
+            session, role="service", name=TOKEN_NAME, clock=services.records.clock
+        ).token
 
 
-def _assert_controls_found(blobs: dict[str, bytes], ids: Iterable[str], token: str, *,
-                           raw_blobs: bool) -> None:
+def _assert_controls_found(
+    blobs: dict[str, bytes], ids: Iterable[str], token: str, *, raw_blobs: bool
+) -> None:
     # Ids are clear by design (records_resource.id and friends): the scan must see them.
     for rid in ids:
         assert hits(blobs, rid), f"resource id {rid} not found: the scan is blind"
@@ -246,19 +295,23 @@ def _assert_controls_found(blobs: dict[str, bytes], ids: Iterable[str], token: s
 def test_scanner_finds_a_value_in_every_spelling() -> None:
     """The scan itself: a planted value is found whichever spelling or encoding it takes."""
     value = FAMILY
-    for planted in (value.encode("utf-8"), value.upper().encode("utf-16-le"),
-                    normalise_text(value).encode("utf-8"), value.encode("utf-8").hex().encode(),
-                    json.dumps(value).encode("ascii"),
-                    unicodedata.normalize("NFD", value).encode("utf-8")):
+    for planted in (
+        value.encode("utf-8"),
+        value.upper().encode("utf-16-le"),
+        normalise_text(value).encode("utf-8"),
+        value.encode("utf-8").hex().encode(),
+        json.dumps(value).encode("ascii"),
+        unicodedata.normalize("NFD", value).encode("utf-8"),
+    ):
         assert hits({"blob": b"\x00junk" + planted + b"junk\x00"}, value), planted
     assert not hits({"blob": b"nothing to see here"}, value)
     with pytest.raises(AssertionError, match="patient data in clear"):
         assert_no_patient_data({"blob": b"..." + NOTE_FRAGMENT.encode("utf-16-le") + b"..."})
 
 
-def test_no_patient_value_is_stored_in_clear(client: TestClient, service_token: str,
-                                             services: Services, database: Database,
-                                             tmp_path: Path) -> None:
+def test_no_patient_value_is_stored_in_clear(
+    client: TestClient, service_token: str, services: Services, database: Database, tmp_path: Path
+) -> None:
     ids = _write_and_use(client, service_token)
     canary = _canary_token(services)
 

@@ -49,10 +49,14 @@ class Installation:
     database_url: str | None  # None: the embedded SQLite database
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("EGIDE_") and k not in ("COLUMNS", "LINES")}
-        env.update(EGIDE_DATA_DIR=str(self.data_dir), EGIDE_KDF_MEMORY_KIB="64",
-                   EGIDE_KDF_ITERATIONS="1")
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("EGIDE_") and k not in ("COLUMNS", "LINES")
+        }
+        env.update(
+            EGIDE_DATA_DIR=str(self.data_dir), EGIDE_KDF_MEMORY_KIB="64", EGIDE_KDF_ITERATIONS="1"
+        )
         if self.database_url:
             env["EGIDE_DATABASE_URL"] = self.database_url
         env.update(extra)
@@ -60,9 +64,16 @@ class Installation:
 
     def run(self, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
         assert EGIDE.is_file(), f"the console script is not installed at {EGIDE}"
-        return subprocess.run([str(EGIDE), *args], env=self.env(**extra_env), cwd=self.root,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              check=False, timeout=300)
+        return subprocess.run(
+            [str(EGIDE), *args],
+            env=self.env(**extra_env),
+            cwd=self.root,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
 
     def ok(self, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
         result = self.run(*args, **extra_env)
@@ -106,8 +117,10 @@ def installation(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ins
     if not PG_URL:
         pytest.skip("no EGIDE_TEST_POSTGRES_URL")
     name = f"egide_cli_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(_pg("postgres").replace("postgresql://", "postgresql+psycopg://"),
-                          isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        _pg("postgres").replace("postgresql://", "postgresql+psycopg://"),
+        isolation_level="AUTOCOMMIT",
+    )
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
@@ -156,7 +169,8 @@ def _tables(url: str) -> set[str]:
 
 
 def test_init_creates_a_private_installation_and_a_second_init_is_harmless(
-        installation: Installation) -> None:
+    installation: Installation,
+) -> None:
     first = installation.ok("init")
     assert first.stdout == ""
     assert "initialised" in first.stderr
@@ -169,8 +183,13 @@ def test_init_creates_a_private_installation_and_a_second_init_is_harmless(
     assert len(installation.master_secret()) >= 32
     sqlite_file = data / "egide.db"
     assert sqlite_file.is_file() == (installation.backend == "sqlite")
-    assert {"records_resource", "records_version", "crypto_data_key", "ledger_entry",
-            "identity_api_token"} <= _tables(installation.engine_url())
+    assert {
+        "records_resource",
+        "records_version",
+        "crypto_data_key",
+        "ledger_entry",
+        "identity_api_token",
+    } <= _tables(installation.engine_url())
 
     token = installation.ok("token", "create", "--role", "service", "--name", "before").stdout
     with api(installation) as client:
@@ -227,19 +246,27 @@ BEFORE_INIT = [
 
 
 @pytest.mark.parametrize("args", BEFORE_INIT, ids=lambda a: " ".join(a[:2]))
-def test_commands_before_init_fail_cleanly(sqlite_installation: Installation,
-                                           args: tuple[str, ...]) -> None:
+def test_commands_before_init_fail_cleanly(
+    sqlite_installation: Installation, args: tuple[str, ...]
+) -> None:
     result = sqlite_installation.run(*args)
     _assert_clean_error(result, "egide init")
     assert result.returncode == 1
     assert not (sqlite_installation.data_dir / "keyring.json").exists()
 
 
-@pytest.mark.parametrize("args", [("token", "create", "--role", "service", "--name", "x"),
-                                  ("keys", "status"), ("keys", "rotate")],
-                         ids=lambda a: " ".join(a[:2]))
-def test_a_wrong_master_secret_fails_cleanly(installation: Installation,
-                                             args: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("token", "create", "--role", "service", "--name", "x"),
+        ("keys", "status"),
+        ("keys", "rotate"),
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_a_wrong_master_secret_fails_cleanly(
+    installation: Installation, args: tuple[str, ...]
+) -> None:
     installation.ok("init")
     keyring = (installation.data_dir / "keyring.json").read_bytes()
     result = installation.run(*args, EGIDE_MASTER_SECRET="not the secret of this keyring")
@@ -275,8 +302,9 @@ def _status(installation: Installation) -> dict[str, tuple[str, int]]:
     for line in out.splitlines():
         if not line.strip():
             continue
-        match = re.fullmatch(r"(kek-[0-9a-f]+)\s+(current|active|retired)\s+data keys: (\d+)",
-                             line.strip())
+        match = re.fullmatch(
+            r"(kek-[0-9a-f]+)\s+(current|active|retired)\s+data keys: (\d+)", line.strip()
+        )
         assert match, line
         rows[match[1]] = (match[2], int(match[3]))
     return rows
@@ -286,27 +314,37 @@ def _data_keys(installation: Installation) -> list[tuple[str, str | None]]:
     engine = make_engine(installation.engine_url())
     try:
         with engine.connect() as conn:
-            rows = conn.execute(text(
-                "SELECT owner, kek_id FROM crypto_data_key WHERE wrapped IS NOT NULL")).all()
+            rows = conn.execute(
+                text("SELECT owner, kek_id FROM crypto_data_key WHERE wrapped IS NOT NULL")
+            ).all()
         return [(r[0], r[1]) for r in rows]
     finally:
         engine.dispose()
 
 
 def test_keys_rotate_rewraps_every_data_key_and_destroys_the_old_kek(
-        installation: Installation) -> None:
+    installation: Installation,
+) -> None:
     installation.ok("init")
     token = installation.ok("token", "create", "--role", "service", "--name", "x").stdout.strip()
     with api(installation) as client:
         pids = [create(client, token, patient(family=f"Rotation{i}"))["id"] for i in range(3)]
-        obs = create(client, token, {
-            "resourceType": "Observation", "status": "final",
-            "code": {"text": "avant rotation"}, "subject": {"reference": f"Patient/{pids[0]}"},
-            "valueString": "lisible après rotation"})
+        obs = create(
+            client,
+            token,
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"text": "avant rotation"},
+                "subject": {"reference": f"Patient/{pids[0]}"},
+                "valueString": "lisible après rotation",
+            },
+        )
         create(client, token, {"resourceType": "Organization", "name": "Clinique des Clés"})
 
-    before = FileKeyProvider.open(installation.data_dir / "keyring.json",
-                                  installation.master_secret())
+    before = FileKeyProvider.open(
+        installation.data_dir / "keyring.json", installation.master_secret()
+    )
     old = before.current_kek_id()
     old_material = before._state.keks[0].material
     assert old_material is not None
@@ -317,8 +355,11 @@ def test_keys_rotate_rewraps_every_data_key_and_destroys_the_old_kek(
 
     rotated = installation.ok("keys", "rotate")
     message = _flat(rotated.stderr)
-    match = re.search(r"new key-encryption key (kek-[0-9a-f]+); (\d+) data keys re-wrapped; "
-                      r"retired (kek-[0-9a-f]+)", message)
+    match = re.search(
+        r"new key-encryption key (kek-[0-9a-f]+); (\d+) data keys re-wrapped; "
+        r"retired (kek-[0-9a-f]+)",
+        message,
+    )
     assert match, rotated.stderr
     new = match[1]
     assert new != old
@@ -330,8 +371,9 @@ def test_keys_rotate_rewraps_every_data_key_and_destroys_the_old_kek(
     assert sorted(o for o, _ in keys_after) == sorted(o for o, _ in keys_before)
     assert {kek for _, kek in keys_after} == {new}
 
-    after = FileKeyProvider.open(installation.data_dir / "keyring.json",
-                                 installation.master_secret())
+    after = FileKeyProvider.open(
+        installation.data_dir / "keyring.json", installation.master_secret()
+    )
     assert after.active_kek_ids() == [new]
     assert after.current_kek_id() == new
     assert [k.retired is not None for k in after.list_keks()] == [True, False]
@@ -361,18 +403,20 @@ def _demo_facts(stdout: str) -> dict[str, Any]:
     base = re.search(r"FHIR base URL (\S+)", flat)
     assert base, stdout
     service = re.search(r"Service token \(system read/write of clinical data\): (\S+)", flat)
-    person = re.search(r"Patient token \(patient ([0-9a-f-]{36}), own record only\): (\S+)",
-                       flat)
+    person = re.search(r"Patient token \(patient ([0-9a-f-]{36}), own record only\): (\S+)", flat)
     assert service, stdout
     assert person, stdout
     assert TOKEN_RE.fullmatch(service[1])
     assert TOKEN_RE.fullmatch(person[2])
-    return {"base": base[1], "service": service[1], "patient_id": person[1],
-            "patient_token": person[2]}
+    return {
+        "base": base[1],
+        "service": service[1],
+        "patient_id": person[1],
+        "patient_token": person[2],
+    }
 
 
-def test_demo_seeds_once_and_its_service_token_reads_the_clinic(
-        installation: Installation) -> None:
+def test_demo_seeds_once_and_its_service_token_reads_the_clinic(installation: Installation) -> None:
     first = installation.ok("demo", "--no-serve", "--patients", "5")
     facts = _demo_facts(first.stdout)
     assert facts["base"] == "http://127.0.0.1:8000/fhir"
@@ -397,8 +441,9 @@ def test_demo_seeds_once_and_its_service_token_reads_the_clinic(
         assert read.json()["resourceType"] == "Patient"
         assert read.json()["name"][0]["family"]
         # The patient token reaches its own record only (404, not 403, for the others).
-        own = client.get(f"/fhir/Patient/{facts['patient_id']}",
-                         headers=headers(facts["patient_token"]))
+        own = client.get(
+            f"/fhir/Patient/{facts['patient_id']}", headers=headers(facts["patient_token"])
+        )
         assert own.status_code == 200
         foreign = client.get(f"/fhir/Patient/{other}", headers=headers(facts["patient_token"]))
         assert foreign.status_code == 404
@@ -411,5 +456,8 @@ def test_demo_curl_examples_are_whole_lines(sqlite_installation: Installation) -
     curls = [line.strip() for line in out.splitlines() if line.strip().startswith("curl ")]
     assert len(curls) == 2, out
     for line in curls:
-        assert re.fullmatch(r'curl -H "Authorization: Bearer egide_[A-Za-z0-9_-]{43}" '
-                            r'"http://127\.0\.0\.1:8000/fhir/\S+"', line), line
+        assert re.fullmatch(
+            r'curl -H "Authorization: Bearer egide_[A-Za-z0-9_-]{43}" '
+            r'"http://127\.0\.0\.1:8000/fhir/\S+"',
+            line,
+        ), line

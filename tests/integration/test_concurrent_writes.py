@@ -31,6 +31,7 @@ def test_the_loser_of_a_race_gets_a_conflict(services: Services, database: Datab
             repo.update("Patient", pid, patient(id=pid, family="Alpha"))
             assert b_has_read.wait(30), "writer B never read"
             return "committed"
+
         outcome["a"] = run_in_transaction(services.session_factory, work)
 
     def writer_b() -> None:
@@ -40,6 +41,7 @@ def test_the_loser_of_a_race_gets_a_conflict(services: Services, database: Datab
             b_has_read.set()
             repo.update("Patient", pid, patient(id=pid, family="Bravo"))
             return "committed"
+
         try:
             outcome["b"] = run_in_transaction(services.session_factory, work)
         except Conflict as exc:

@@ -10,8 +10,9 @@ from egide.db.engine import transaction
 from tests.integration.fhir_support import create, headers, observation, patient
 
 
-def test_a_shredded_patient_is_gone_for_everyone(client: TestClient, services: Services,
-                                                 service_token: str) -> None:
+def test_a_shredded_patient_is_gone_for_everyone(
+    client: TestClient, services: Services, service_token: str
+) -> None:
     erased = create(client, service_token, patient(family="Effacée"))["id"]
     kept = create(client, service_token, patient(family="Gardée"))["id"]
     erased_obs = create(client, service_token, observation(erased))["id"]

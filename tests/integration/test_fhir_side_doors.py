@@ -279,3 +279,34 @@ def test_history_offset_is_bounded(client: TestClient, service_token: str) -> No
         "/fhir/_history?_offset=9223372036854775808", headers=headers(service_token)
     )
     assert response.status_code == 400
+
+
+def test_audit_events_cannot_be_forged_through_a_bundle(
+    client: TestClient, service_token: str
+) -> None:
+    forged = {
+        "resourceType": "AuditEvent",
+        "recorded": "2026-01-01T00:00:00Z",
+        "type": {"code": "rest"},
+        "agent": [{"requestor": True, "who": {"display": "nobody"}}],
+        "source": {"observer": {"display": "forger"}},
+    }
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"resource": forged, "request": {"method": "POST", "url": "AuditEvent"}},
+            {
+                "resource": {**forged, "id": "x"},
+                "request": {"method": "PUT", "url": "AuditEvent/x"},
+            },
+            {"request": {"method": "GET", "url": "AuditEvent?agent=nobody"}},
+        ],
+    }
+    response = client.post("/fhir", json=bundle, headers=headers(service_token))
+    assert response.status_code == 200
+    statuses = [e["response"]["status"][:3] for e in response.json()["entry"]]
+    assert statuses == ["405", "405", "400"]
+    transaction_bundle = {**bundle, "type": "transaction", "entry": bundle["entry"][:1]}
+    response = client.post("/fhir", json=transaction_bundle, headers=headers(service_token))
+    assert response.status_code == 405

@@ -37,8 +37,11 @@ def _tamper(services: Services, database: Database, edit: Callable[[Connection],
             for table in TABLES:
                 conn.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
         else:
-            names = conn.execute(text(
-                "SELECT name FROM sqlite_master WHERE type = 'trigger'")).scalars().all()
+            names = (
+                conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'"))
+                .scalars()
+                .all()
+            )
             for name in names:
                 conn.execute(text(f'DROP TRIGGER "{name}"'))
         edit(conn)
@@ -63,8 +66,11 @@ def sealed(client: TestClient, services: Services, service_token: str) -> int:
 
 def _seq_of_leaf(services: Services, leaf: int) -> int:
     with services.engine.connect() as conn:
-        return int(conn.execute(text(
-            "SELECT seq FROM ledger_leaf WHERE leaf_index = :i"), {"i": leaf}).scalar_one())
+        return int(
+            conn.execute(
+                text("SELECT seq FROM ledger_leaf WHERE leaf_index = :i"), {"i": leaf}
+            ).scalar_one()
+        )
 
 
 def test_an_untouched_ledger_verifies(services: Services, sealed: int) -> None:
@@ -74,17 +80,20 @@ def test_an_untouched_ledger_verifies(services: Services, sealed: int) -> None:
     assert report.checkpoints == 1
 
 
-def test_a_changed_byte_is_caught_and_named(services: Services, database: Database,
-                                            sealed: int) -> None:
+def test_a_changed_byte_is_caught_and_named(
+    services: Services, database: Database, sealed: int
+) -> None:
     seq = _seq_of_leaf(services, 3)
 
     def edit(conn: Connection) -> None:
-        body = conn.execute(text("SELECT canonical FROM ledger_entry WHERE seq = :s"),
-                            {"s": seq}).scalar_one()
+        body = conn.execute(
+            text("SELECT canonical FROM ledger_entry WHERE seq = :s"), {"s": seq}
+        ).scalar_one()
         changed = bytes(body).replace(b'"create"', b'"delete"', 1)
         assert changed != bytes(body)
-        conn.execute(text("UPDATE ledger_entry SET canonical = :c WHERE seq = :s"),
-                     {"c": changed, "s": seq})
+        conn.execute(
+            text("UPDATE ledger_entry SET canonical = :c WHERE seq = :s"), {"c": changed, "s": seq}
+        )
 
     _tamper(services, database, edit)
     report = _verify(services)
@@ -102,32 +111,38 @@ def test_a_consistent_rewrite_is_caught_by_the_checkpoint(
     seq = _seq_of_leaf(services, 2)
 
     def edit(conn: Connection) -> None:
-        body = bytes(conn.execute(text("SELECT canonical FROM ledger_entry WHERE seq = :s"),
-                                  {"s": seq}).scalar_one())
+        body = bytes(
+            conn.execute(
+                text("SELECT canonical FROM ledger_entry WHERE seq = :s"), {"s": seq}
+            ).scalar_one()
+        )
         forged = body.replace(b'"success"', b'"denied"', 1)
         digest = hashlib.sha256(b"\x00" + forged).digest()
-        conn.execute(text("UPDATE ledger_entry SET canonical = :c, entry_hash = :h "
-                          "WHERE seq = :s"), {"c": forged, "h": digest, "s": seq})
-        conn.execute(text("UPDATE ledger_leaf SET leaf_hash = :h WHERE seq = :s"),
-                     {"h": digest, "s": seq})
+        conn.execute(
+            text("UPDATE ledger_entry SET canonical = :c, entry_hash = :h WHERE seq = :s"),
+            {"c": forged, "h": digest, "s": seq},
+        )
+        conn.execute(
+            text("UPDATE ledger_leaf SET leaf_hash = :h WHERE seq = :s"), {"h": digest, "s": seq}
+        )
 
     _tamper(services, database, edit)
     report = _verify(services)
-    assert any("does not match its signed checkpoint" in f for f in report.faults), \
-        report.faults
+    assert any("does not match its signed checkpoint" in f for f in report.faults), report.faults
 
 
-def test_a_deleted_entry_is_caught(services: Services, database: Database,
-                                   sealed: int) -> None:
+def test_a_deleted_entry_is_caught(services: Services, database: Database, sealed: int) -> None:
     seq = _seq_of_leaf(services, 1)
-    _tamper(services, database, lambda conn: conn.execute(
-        text("DELETE FROM ledger_entry WHERE seq = :s"), {"s": seq}))
+    _tamper(
+        services,
+        database,
+        lambda conn: conn.execute(text("DELETE FROM ledger_entry WHERE seq = :s"), {"s": seq}),
+    )
     report = _verify(services)
     assert report.faults[0] == f"entry seq {seq} (leaf 1) was deleted"
 
 
-def test_a_deleted_leaf_is_caught(services: Services, database: Database,
-                                  sealed: int) -> None:
+def test_a_deleted_leaf_is_caught(services: Services, database: Database, sealed: int) -> None:
     def edit(conn: Connection) -> None:
         conn.execute(text("DELETE FROM ledger_leaf WHERE leaf_index = 2"))
 
@@ -137,69 +152,83 @@ def test_a_deleted_leaf_is_caught(services: Services, database: Database,
     assert "leaf 2 is missing" in report.faults[0]
 
 
-def test_an_inserted_entry_is_caught(services: Services, database: Database,
-                                     sealed: int) -> None:
+def test_an_inserted_entry_is_caught(services: Services, database: Database, sealed: int) -> None:
     """A forged entry slipped in at leaf 2, later leaves shifted up, all hashes consistent."""
 
     def edit(conn: Connection) -> None:
-        rows = conn.execute(text(
-            "SELECT leaf_index, seq, leaf_hash FROM ledger_leaf WHERE leaf_index >= 2 "
-            "ORDER BY leaf_index DESC")).all()
+        rows = conn.execute(
+            text(
+                "SELECT leaf_index, seq, leaf_hash FROM ledger_leaf WHERE leaf_index >= 2 "
+                "ORDER BY leaf_index DESC"
+            )
+        ).all()
         for leaf_index, seq, leaf_hash in rows:
-            conn.execute(text("DELETE FROM ledger_leaf WHERE leaf_index = :i"),
-                         {"i": leaf_index})
-            conn.execute(text("INSERT INTO ledger_leaf (leaf_index, seq, leaf_hash) "
-                              "VALUES (:i, :s, :h)"),
-                         {"i": leaf_index + 1, "s": seq, "h": leaf_hash})
-        template = conn.execute(text("SELECT * FROM ledger_entry ORDER BY seq LIMIT 1")
-                                ).mappings().one()
+            conn.execute(text("DELETE FROM ledger_leaf WHERE leaf_index = :i"), {"i": leaf_index})
+            conn.execute(
+                text("INSERT INTO ledger_leaf (leaf_index, seq, leaf_hash) VALUES (:i, :s, :h)"),
+                {"i": leaf_index + 1, "s": seq, "h": leaf_hash},
+            )
+        template = (
+            conn.execute(text("SELECT * FROM ledger_entry ORDER BY seq LIMIT 1")).mappings().one()
+        )
         values = dict(template)
         values.update(seq=10_000, id="00000000-0000-4000-8000-000000000000")
         columns = ", ".join(f'"{c}"' for c in values)
         params = ", ".join(f":{c}" for c in values)
         conn.execute(text(f"INSERT INTO ledger_entry ({columns}) VALUES ({params})"), values)
-        conn.execute(text("INSERT INTO ledger_leaf (leaf_index, seq, leaf_hash) "
-                          "VALUES (2, 10000, :h)"), {"h": values["entry_hash"]})
+        conn.execute(
+            text("INSERT INTO ledger_leaf (leaf_index, seq, leaf_hash) VALUES (2, 10000, :h)"),
+            {"h": values["entry_hash"]},
+        )
 
     _tamper(services, database, edit)
     report = _verify(services)
-    assert any("does not match its signed checkpoint" in f for f in report.faults), \
-        report.faults
+    assert any("does not match its signed checkpoint" in f for f in report.faults), report.faults
 
 
 def test_a_reordering_is_caught(services: Services, database: Database, sealed: int) -> None:
     def edit(conn: Connection) -> None:
-        one = conn.execute(text("SELECT seq, leaf_hash FROM ledger_leaf WHERE leaf_index = 1")
-                           ).one()
-        two = conn.execute(text("SELECT seq, leaf_hash FROM ledger_leaf WHERE leaf_index = 2")
-                           ).one()
+        one = conn.execute(
+            text("SELECT seq, leaf_hash FROM ledger_leaf WHERE leaf_index = 1")
+        ).one()
+        two = conn.execute(
+            text("SELECT seq, leaf_hash FROM ledger_leaf WHERE leaf_index = 2")
+        ).one()
         conn.execute(text("DELETE FROM ledger_leaf WHERE leaf_index IN (1, 2)"))
         for index, (seq, leaf_hash) in ((1, two), (2, one)):
-            conn.execute(text("INSERT INTO ledger_leaf (leaf_index, seq, leaf_hash) "
-                              "VALUES (:i, :s, :h)"), {"i": index, "s": seq, "h": leaf_hash})
+            conn.execute(
+                text("INSERT INTO ledger_leaf (leaf_index, seq, leaf_hash) VALUES (:i, :s, :h)"),
+                {"i": index, "s": seq, "h": leaf_hash},
+            )
 
     _tamper(services, database, edit)
     report = _verify(services)
-    assert any("does not match its signed checkpoint" in f for f in report.faults), \
-        report.faults
+    assert any("does not match its signed checkpoint" in f for f in report.faults), report.faults
 
 
 def test_a_truncation_is_caught(services: Services, database: Database, sealed: int) -> None:
     def edit(conn: Connection) -> None:
-        conn.execute(text("DELETE FROM ledger_entry WHERE seq IN "
-                          "(SELECT seq FROM ledger_leaf WHERE leaf_index >= :n)"),
-                     {"n": sealed - 3})
-        conn.execute(text("DELETE FROM ledger_leaf WHERE leaf_index >= :n"),
-                     {"n": sealed - 3})
+        conn.execute(
+            text(
+                "DELETE FROM ledger_entry WHERE seq IN "
+                "(SELECT seq FROM ledger_leaf WHERE leaf_index >= :n)"
+            ),
+            {"n": sealed - 3},
+        )
+        conn.execute(text("DELETE FROM ledger_leaf WHERE leaf_index >= :n"), {"n": sealed - 3})
 
     _tamper(services, database, edit)
     report = _verify(services)
-    assert any(f"a checkpoint covers {sealed} leaves, only {sealed - 3} remain" in f
-               for f in report.faults), report.faults
+    assert any(
+        f"a checkpoint covers {sealed} leaves, only {sealed - 3} remain" in f for f in report.faults
+    ), report.faults
 
 
 def test_the_witness_catches_a_rewrite_that_also_replaced_the_checkpoints(
-    client: TestClient, services: Services, database: Database, service_token: str,
+    client: TestClient,
+    services: Services,
+    database: Database,
+    service_token: str,
     sealed: int,
 ) -> None:
     """Truncate, rebuild the tree and re-sign with the stolen key: the database alone now
@@ -210,8 +239,12 @@ def test_the_witness_catches_a_rewrite_that_also_replaced_the_checkpoints(
     def edit(conn: Connection) -> None:
         conn.execute(text("DELETE FROM ledger_checkpoint"))
         conn.execute(text("DELETE FROM ledger_tree_state"))
-        conn.execute(text("DELETE FROM ledger_entry WHERE seq IN "
-                          "(SELECT seq FROM ledger_leaf WHERE leaf_index >= 2)"))
+        conn.execute(
+            text(
+                "DELETE FROM ledger_entry WHERE seq IN "
+                "(SELECT seq FROM ledger_leaf WHERE leaf_index >= 2)"
+            )
+        )
         conn.execute(text("DELETE FROM ledger_leaf"))
 
     _tamper(services, database, edit)

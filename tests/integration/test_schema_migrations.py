@@ -14,8 +14,12 @@ from egide.db.engine import make_engine
 from egide.db.migrate import current_revision, head_revision, upgrade
 from tests.helpers import Database
 
-MODEL_MODULES = (egide.crypto.models, egide.identity.models, egide.ledger.models,
-                 egide.records.models)
+MODEL_MODULES = (
+    egide.crypto.models,
+    egide.identity.models,
+    egide.ledger.models,
+    egide.records.models,
+)
 
 
 def test_migrated_schema_matches_the_models(database: Database) -> None:

@@ -38,8 +38,9 @@ def base_url(services: Services) -> Iterator[str]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     port = sock.getsockname()[1]
-    config = uvicorn.Config(api_for(services), log_level="warning", access_log=False,
-                            lifespan="off")
+    config = uvicorn.Config(
+        api_for(services), log_level="warning", access_log=False, lifespan="off"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -71,17 +72,18 @@ def test_fhirclient_without_a_token_is_refused(base_url: str) -> None:
         Patient.where(struct={"family": FAMILY}).perform_resources_iter(smart.server).__next__()
 
 
-def test_fhirclient_round_trips_patient_and_observation(base_url: str,
-                                                        service_token: str) -> None:
+def test_fhirclient_round_trips_patient_and_observation(base_url: str, service_token: str) -> None:
     smart = _smart(base_url, service_token)
     server = smart.server
 
-    new = Patient({
-        "name": [{"family": FAMILY, "given": ["Anaïs", "Brieuc"]}],
-        "gender": "female",
-        "birthDate": "1913-07-19",
-        "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "213077512345678"}],
-    })
+    new = Patient(
+        {
+            "name": [{"family": FAMILY, "given": ["Anaïs", "Brieuc"]}],
+            "gender": "female",
+            "birthDate": "1913-07-19",
+            "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "213077512345678"}],
+        }
+    )
     created = new.create(server)
     assert created is not None
     pid = created["id"]
@@ -112,18 +114,30 @@ def test_fhirclient_round_trips_patient_and_observation(base_url: str,
     by_new_name = Patient.where(struct={"family": "ozanne"}).perform_resources_iter(server)
     assert [p.id for p in by_new_name] == [pid]
 
-    obs = Observation({
-        "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4",
-                             "display": "Heart rate"}]},
-        "subject": {"reference": f"Patient/{pid}"},
-        "effectiveDateTime": "2026-02-01T10:00:00Z",
-        "valueQuantity": {"value": 72.5, "unit": "/min", "system": "http://unitsofmeasure.org",
-                          "code": "/min"},
-    })
+    obs = Observation(
+        {
+            "status": "final",
+            "code": {
+                "coding": [
+                    {"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}
+                ]
+            },
+            "subject": {"reference": f"Patient/{pid}"},
+            "effectiveDateTime": "2026-02-01T10:00:00Z",
+            "valueQuantity": {
+                "value": 72.5,
+                "unit": "/min",
+                "system": "http://unitsofmeasure.org",
+                "code": "/min",
+            },
+        }
+    )
     obs_id = obs.create(server)["id"]
-    for struct in ({"patient": pid}, {"subject": f"Patient/{pid}"},
-                   {"code": "http://loinc.org|8867-4", "patient": pid}):
+    for struct in (
+        {"patient": pid},
+        {"subject": f"Patient/{pid}"},
+        {"code": "http://loinc.org|8867-4", "patient": pid},
+    ):
         results = list(Observation.where(struct=struct).perform_resources_iter(server))
         assert [o.id for o in results] == [obs_id], struct
     fetched = results[0]
@@ -133,13 +147,17 @@ def test_fhirclient_round_trips_patient_and_observation(base_url: str,
     assert fetched.valueQuantity.value == 72.5
     assert fetched.valueQuantity.unit == "/min"
     assert fetched.effectiveDateTime.isostring.startswith("2026-02-01T10:00:00")
-    assert not list(Observation.where(struct={"code": "http://loinc.org|9999-9"})
-                    .perform_resources_iter(server))
+    assert not list(
+        Observation.where(struct={"code": "http://loinc.org|9999-9"}).perform_resources_iter(server)
+    )
 
     with pytest.raises(FHIRNotFoundException):
         Patient.read("no-such-patient", server)
     # The server is really on the socket: a plain HTTP client sees the same resource.
-    plain = requests.get(f"{base_url}/Patient/{pid}", timeout=30,
-                         headers={"Authorization": f"Bearer {service_token}"})
+    plain = requests.get(
+        f"{base_url}/Patient/{pid}",
+        timeout=30,
+        headers={"Authorization": f"Bearer {service_token}"},
+    )
     assert plain.status_code == 200
     assert plain.json()["meta"]["versionId"] == "2"

@@ -18,6 +18,8 @@ class Permission(StrEnum):
     ADMIN_TOKENS_MANAGE = "admin:tokens:manage"
     DIRECTORY_RESOURCE_READ = "directory:resource:read"
     DIRECTORY_RESOURCE_WRITE = "directory:resource:write"
+    LEDGER_AUDIT_READ = "ledger:audit:read"
+    LEDGER_REPORT_READ = "ledger:report:read"  # any patient's access report
     PATIENT_CLINICAL_READ = "patient:clinical:read"
     PATIENT_CLINICAL_WRITE = "patient:clinical:write"
     PATIENT_DEMOGRAPHICS_READ = "patient:demographics:read"
@@ -64,7 +66,7 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
         }
     ),
     # GDPR requests and access reports come with the privacy issue; no clinical reach here.
-    Role.DPO: frozenset({P.DIRECTORY_RESOURCE_READ}),
+    Role.DPO: frozenset({P.DIRECTORY_RESOURCE_READ, P.LEDGER_REPORT_READ}),
     Role.LAB: _CLINICAL,
     Role.NURSE: _CLINICAL,
     # Their own compartment only (see policy.decide), read-only.
@@ -85,9 +87,11 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
             P.PATIENT_DEMOGRAPHICS_WRITE,
         }
     ),
-    # Ledger, alerts and incidents come with their issues; clinical data only under an
-    # investigation grant (access-control issue).
-    Role.SECURITY_OFFICER: frozenset({P.DIRECTORY_RESOURCE_READ}),
+    # The ledger as FHIR AuditEvents (read-only); alerts and incidents come with their issues;
+    # clinical data only under an investigation grant (access-control issue).
+    Role.SECURITY_OFFICER: frozenset(
+        {P.DIRECTORY_RESOURCE_READ, P.LEDGER_AUDIT_READ, P.LEDGER_REPORT_READ}
+    ),
     # Integration engines and migrations: SMART `system/*.cruds` (DESIGN.md, tokens).
     Role.SERVICE: _CLINICAL | {P.DIRECTORY_RESOURCE_WRITE},
 }

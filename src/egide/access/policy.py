@@ -105,3 +105,16 @@ def search_restriction(principal: Principal) -> str | None:
         # A patient token with no patient id reaches nothing: an impossible id filters all.
         return principal.patient_id or "\x00none"
     return None
+
+
+def decide_access_report(principal: Principal, patient_id: str) -> Decision:
+    """Who may read the access report of `patient_id`: the patient (GDPR art. 15), and the
+    data-protection and security officers; nobody else, and a patient no one else's."""
+    role = _role(principal)
+    if role is Role.PATIENT:
+        if principal.patient_id is not None and principal.patient_id == patient_id:
+            return Decision.allow("the patient's own access report (GDPR art. 15)")
+        return Decision.deny("outside the patient's own compartment")
+    if has_permission(principal, Permission.LEDGER_REPORT_READ):
+        return Decision.allow(f"role {principal.role} grants {Permission.LEDGER_REPORT_READ}")
+    return Decision.deny(f"role {principal.role} may not read access reports")

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from egide.api import fhir
+from egide.api import audit, fhir, ledger, report
 from egide.api.context import ApiContext
 from egide.api.responses import (
     egide_error_handler,
@@ -90,5 +90,8 @@ def create_api(ctx: ApiContext) -> FastAPI:
         """Liveness for load balancers; says nothing about data."""
         return JSONResponse({"status": "ok", "version": ctx.version})
 
+    audit.install(app)
     fhir.install(app)
+    ledger.install(app)
+    report.install(app)
     return app

@@ -23,3 +23,6 @@ class ApiContext:
     # `background_interval` seconds, off the event loop.
     background: Callable[[], object] | None = None
     background_interval: float = 10.0
+    # The ledger's signed-note verifier key (C2SP vkey), served at /api/ledger/public-key and
+    # used to self-check proofs against signed roots before they are served.
+    ledger_vkey: str | None = None

@@ -224,12 +224,35 @@ async def metadata(request: Request) -> Response:
 def _capability(base: str, version: str, started: dt.datetime) -> dict[str, Any]:
     # Built once per base URL: it describes the software, which does not change while it runs
     # (its `date` is the start of this process).
-    return capability_statement(
+    statement = capability_statement(
         base_url=base,
         software_version=version,
         resource_types=sorted(resource_types()),
         now=started,
     )
+    for resource in statement["rest"][0]["resource"]:
+        if resource["type"] == "AuditEvent":
+            # The ledger's read-only view (api.audit), for the security officer.
+            resource.update(
+                interaction=[{"code": "read"}, {"code": "search-type"}],
+                updateCreate=False,
+                conditionalCreate=False,
+                readHistory=False,
+                versioning="no-version",
+                documentation="The audit ledger, read-only, as IHE BALP AuditEvents; "
+                "security officer role only.",
+                searchParam=[
+                    {"name": name, "type": kind}
+                    for name, kind in (
+                        ("patient", "reference"),
+                        ("agent", "token"),
+                        ("date", "date"),
+                        ("action", "token"),
+                        ("subtype", "token"),
+                    )
+                ],
+            )
+    return statement
 
 
 @router.post("")

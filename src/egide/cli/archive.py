@@ -15,15 +15,12 @@ import typer
 
 from egide.cli.console import cli_errors, err
 from egide.cli.ledger import ledger_app
-from egide.cli.runtime import open_services
-from egide.core.principal import Principal
+from egide.cli.runtime import OPERATOR, open_services
 from egide.core.settings import load_settings
 from egide.db.engine import transaction
 from egide.ledger.checkpoint import CheckpointVerifier
 from egide.ledger.retention import archive_prefix, open_archive
 from egide.ledger.service import Act, Action, append
-
-OPERATOR = Principal(id="operator:cli", role="admin", name="local operator (CLI)")
 
 
 @ledger_app.command("archive")

@@ -21,8 +21,7 @@ from egide.cli import archive as _archive  # noqa: F401 - registers `egide ledge
 from egide.cli import report as _report  # noqa: F401 - registers `egide ledger report`
 from egide.cli.console import cli_errors, err, fail, out, progress
 from egide.cli.ledger import ledger_app
-from egide.cli.runtime import Services, initialise, is_initialised, open_services
-from egide.core.principal import Principal
+from egide.cli.runtime import OPERATOR, Services, initialise, is_initialised, open_services
 from egide.core.settings import Settings, load_settings
 from egide.db.engine import transaction
 from egide.identity.tokens import create_token
@@ -30,8 +29,6 @@ from egide.ledger.service import Act, Action, append
 
 F = TypeVar("F", bound=Callable[..., Any])
 AsgiFactory = Callable[[Services], Any]
-
-OPERATOR = Principal(id="operator:cli", role="admin", name="local operator (CLI)")
 
 
 def audit_operator(session: Session, services: Services, act: Act) -> None:

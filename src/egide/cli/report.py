@@ -15,9 +15,8 @@ from sqlalchemy.orm import Session
 
 from egide.cli.console import cli_errors, err
 from egide.cli.ledger import ledger_app
-from egide.cli.runtime import open_services
+from egide.cli.runtime import OPERATOR, open_services
 from egide.core.errors import BadRequest
-from egide.core.principal import Principal
 from egide.core.settings import load_settings
 from egide.db.engine import transaction
 from egide.identity.directory import describe_account
@@ -31,8 +30,6 @@ from egide.ledger.report import (
 )
 from egide.ledger.report_render import render_html, render_pdf
 from egide.ledger.service import Act, Action, append
-
-OPERATOR = Principal(id="operator:cli", role="admin", name="local operator (CLI)")
 
 
 def people_from(session: Session) -> PeopleLookup:

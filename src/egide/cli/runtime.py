@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from egide.core.clock import Clock, SystemClock
 from egide.core.errors import BadRequest
 from egide.core.ids import RandomSource, SystemRandom
+from egide.core.principal import Principal
 from egide.core.settings import Settings
 from egide.crypto.aead import Aead
 from egide.crypto.blind import BlindIndex
@@ -30,6 +31,10 @@ from egide.db.migrate import upgrade
 from egide.ledger.checkpoint import CheckpointSigner
 from egide.ledger.sequencer import Integrated, integrate, write_witness
 from egide.records.repository import RecordServices
+
+# Acts of the local operator (init, tokens, keys, ledger maintenance) are audited under this
+# principal: whoever has shell access to the server and its keyring.
+OPERATOR = Principal(id="operator:cli", role="admin", name="local operator (CLI)")
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,12 @@ import ipaddress
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from egide.ledger.auditevent import audit_event
 from egide.ledger.models import LedgerEntry
 
 
@@ -144,3 +146,22 @@ def build_report(
             )
         )
     return AccessReport(patient_id=patient_id, generated=now, lines=tuple(lines))
+
+
+def report_bundle(session: Session, *, patient_id: str, now: dt.datetime) -> dict[str, Any]:
+    """The same report as a FHIR R4 Bundle (type collection) of IHE BALP AuditEvents."""
+    events = [
+        {**json.loads(row.canonical), "seq": row.seq}
+        for row in session.scalars(
+            select(LedgerEntry).where(LedgerEntry.patient == patient_id).order_by(LedgerEntry.seq)
+        )
+    ]
+    return {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "timestamp": now.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "entry": [
+            {"fullUrl": f"urn:uuid:{event['id']}", "resource": audit_event(event)}
+            for event in events
+        ],
+    }

@@ -42,6 +42,7 @@ from egide.core.errors import (
     EgideError,
     Forbidden,
     Gone,
+    MethodNotAllowed,
     NotFound,
     PreconditionFailed,
     Unprocessable,
@@ -75,6 +76,8 @@ from egide.records.models import (
 )
 
 ORG_KEY_OWNER = "_org"  # the data key for resources outside every patient compartment
+# Served by api.audit from the ledger, never stored as ordinary resources.
+LEDGER_TYPES = frozenset({"AuditEvent"})
 _MIN_TIME = dt.datetime(1, 1, 2, tzinfo=dt.UTC)
 _MAX_TIME = dt.datetime(9999, 12, 30, tzinfo=dt.UTC)
 
@@ -204,6 +207,11 @@ class Repository:
     def _may_write_type(self, resource_type: str, action: Action) -> None:
         """Refuse, before looking at any row, a write the role may not make to this type at
         all: the answer then cannot depend on what exists (no existence oracle)."""
+        if resource_type in LEDGER_TYPES:
+            # AuditEvents are the ledger's own view (api.audit); a client-written one would
+            # be a forged audit record, through a Bundle or otherwise.
+            msg = f"{resource_type} resources are served from the audit ledger, read-only"
+            raise MethodNotAllowed(msg)
         target = Target(resource_type, None, is_patient_data(resource_type))
         if not has_permission(self.principal, required_permission(target, Operation.WRITE)):
             self._raise_hidden(
@@ -735,6 +743,9 @@ class Repository:
         """FHIR search over the blind, reference and date indexes; returns a page and the
         total, both computed after the policy filter so neither leaks hidden resources."""
         resource_type = query.resource_type
+        if resource_type in LEDGER_TYPES:
+            msg = f"search {resource_type} at /fhir/{resource_type}: it is the ledger's view"
+            raise BadRequest(msg)
         # A search inside a transaction Bundle must see the Bundle's own earlier writes.
         self.session.flush()
         restriction = search_restriction(self.principal)

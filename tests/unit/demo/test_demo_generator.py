@@ -91,7 +91,6 @@ def test_a_datetime_for_today_counts_as_its_day(clinic: Clinic) -> None:
     assert generate_clinic(patients=20, today=noon) == generate_clinic(patients=20, today=TODAY)
 
 
-
 # --- shape and counts -------------------------------------------------------------------------
 def test_counts_follow_the_request(clinic: Clinic) -> None:
     counts = Counter(r["resourceType"] for r in clinic.resources)
@@ -140,8 +139,11 @@ def test_every_resource_is_valid_fhir_r4(clinic: Clinic) -> None:
 def test_every_resource_is_labelled_as_test_data(clinic: Clinic) -> None:
     for resource in clinic.resources:
         labels = resource["meta"]["security"]
-        assert {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
-                "code": "HTEST", "display": "test health data"} in labels
+        assert {
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+            "code": "HTEST",
+            "display": "test health data",
+        } in labels
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -226,8 +228,9 @@ def test_rpps_numbers_are_well_formed_but_never_valid(clinic: Clinic) -> None:
         value = identifier["value"]
         assert re.fullmatch(r"99\d{9}", value)
         digits = [int(c) for c in reversed(value)]
-        total = sum(d if i % 2 == 0 else (2 * d - 9 if 2 * d > 9 else 2 * d)
-                    for i, d in enumerate(digits))
+        total = sum(
+            d if i % 2 == 0 else (2 * d - 9 if 2 * d > 9 else 2 * d) for i, d in enumerate(digits)
+        )
         assert total % 10 != 0, "a demo RPPS number must fail the Luhn check"
         values.append(value)
     assert len(values) == len(set(values))
@@ -292,9 +295,12 @@ def test_name_lists_are_large_and_unique() -> None:
 
 
 def test_about_one_percent_of_patients_are_vip(clinic: Clinic) -> None:
-    vip = [p for p in clinic.of_type("Patient")
-           if {"system": "urn:egide:demo:flags", "code": "vip"}
-           in [{"system": t["system"], "code": t["code"]} for t in p["meta"].get("tag", [])]]
+    vip = [
+        p
+        for p in clinic.of_type("Patient")
+        if {"system": "urn:egide:demo:flags", "code": "vip"}
+        in [{"system": t["system"], "code": t["code"]} for t in p["meta"].get("tag", [])]
+    ]
     assert len(vip) == 5
 
 
@@ -349,14 +355,14 @@ def test_observations_fall_within_their_encounter(clinic: Clinic) -> None:
         assert coding["system"] == "http://loinc.org"
         codes[coding["code"]] += 1
         (category,) = observation["category"][0]["coding"]
-        assert category["system"] == (
-            "http://terminology.hl7.org/CodeSystem/observation-category"
-        )
+        assert category["system"] == ("http://terminology.hl7.org/CodeSystem/observation-category")
         expected = "laboratory" if coding["code"] == "2339-0" else "vital-signs"
         assert category["code"] == expected
-        quantities = [observation["valueQuantity"]] if "valueQuantity" in observation else [
-            c["valueQuantity"] for c in observation["component"]
-        ]
+        quantities = (
+            [observation["valueQuantity"]]
+            if "valueQuantity" in observation
+            else [c["valueQuantity"] for c in observation["component"]]
+        )
         for quantity in quantities:
             assert quantity["system"] == "http://unitsofmeasure.org"
         if "note" in observation:
@@ -376,18 +382,27 @@ def test_measurements_suit_the_patient_age(clinic: Clinic) -> None:
         if code == "85354-9":
             systolic, diastolic = (c["valueQuantity"]["value"] for c in observation["component"])
             assert [c["code"]["coding"][0]["code"] for c in observation["component"]] == [
-                "8480-6", "8462-4"
+                "8480-6",
+                "8462-4",
             ]
             assert 40 <= diastolic < systolic <= 220
             continue
         value = observation["valueQuantity"]["value"]
         if code == "8302-2":  # height, cm
-            assert (40 <= value <= 90) if age < 1 else (140 <= value <= 205) if age >= 18 else (
-                60 <= value <= 200
+            assert (
+                (40 <= value <= 90)
+                if age < 1
+                else (140 <= value <= 205)
+                if age >= 18
+                else (60 <= value <= 200)
             )
         elif code == "29463-7":  # weight, kg
-            assert (1.5 <= value <= 15) if age < 1 else (35 <= value <= 180) if age >= 18 else (
-                6 <= value <= 130
+            assert (
+                (1.5 <= value <= 15)
+                if age < 1
+                else (35 <= value <= 180)
+                if age >= 18
+                else (6 <= value <= 130)
             )
         elif code == "8867-4":  # heart rate, /min
             assert 40 <= value <= 200

@@ -52,3 +52,12 @@ def test_round_trips_through_json_and_is_stable(value: object) -> None:
     decoded = json.loads(encoded)
     assert decoded == value
     assert canonical_json(decoded) == encoded
+
+
+@given(JSONISH)
+def test_the_fast_path_and_the_careful_encoder_agree(value: object) -> None:
+    from egide.ledger.canonical import _encode  # noqa: PLC0415
+
+    out: list[str] = []
+    _encode(value, out)
+    assert canonical_json(value) == "".join(out).encode("utf-8")
