@@ -13,9 +13,9 @@ import pypdf
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from egide.cli.report import people_from
 from egide.cli.runtime import Services
 from egide.db.engine import transaction
+from egide.identity.directory import people_lookup
 from egide.identity.tokens import create_token
 from egide.ledger.models import LedgerEntry
 from egide.ledger.report import AccessReport, build_report, coarse_location
@@ -36,7 +36,7 @@ def _report(services: Services, patient_id: str) -> AccessReport:
             session,
             patient_id=patient_id,
             now=services.records.clock.now(),
-            people=people_from(session),
+            people=people_lookup(session),
         )
 
 

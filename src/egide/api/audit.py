@@ -35,7 +35,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import format_datetime
 from typing import Any, TypeVar
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -45,7 +44,7 @@ from sqlalchemy.orm import Session
 from egide.access.permissions import Permission
 from egide.access.policy import has_permission
 from egide.api.context import ApiContext
-from egide.api.fhir import MAX_OFFSET, _base, principal_of
+from egide.api.fhir import MAX_OFFSET, base_url, page_links, principal_of
 from egide.api.responses import fhir_response, outcome_response
 from egide.core.errors import BadRequest, Forbidden, Issue, NotFound, UnsupportedMediaType
 from egide.core.principal import Principal
@@ -214,25 +213,6 @@ def parse_audit_query(request: Request, params: Sequence[tuple[str, str]]) -> Au
     )
 
 
-def _links(
-    base: str, params: Sequence[tuple[str, str]], *, total: int, count: int, offset: int
-) -> dict[str, str]:
-    kept = [(k, v) for k, v in params if k not in ("_count", "_offset")]
-
-    def url(at: int) -> str:
-        return f"{base}/{RESOURCE}?" + urlencode(
-            [*kept, ("_count", str(count)), ("_offset", str(at))]
-        )
-
-    links = {"self": url(offset), "first": url(0)}
-    if count and offset + count < total:
-        links["next"] = url(offset + count)
-    if count and offset > 0:
-        links["previous"] = url(max(0, offset - count))
-    links["last"] = url((total - 1) // count * count if count and total else 0)
-    return links
-
-
 async def _in_transaction(request: Request, work: Callable[[Session], T]) -> T:
     ctx = _ctx(request)
     return await run_in_threadpool(run_in_transaction, ctx.session_factory, work)
@@ -299,8 +279,8 @@ async def _search(
         return events, total
 
     events, total = await _in_transaction(request, work)
-    base = _base(request)
-    links = _links(base, params, total=total, count=query.count, offset=query.offset)
+    base = base_url(request)
+    links = page_links(base, RESOURCE, params, total=total, count=query.count, offset=query.offset)
     return fhir_response(searchset(events, total=total, links=links, base_url=base))
 
 

@@ -12,7 +12,7 @@ import datetime as dt
 import functools
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from email.utils import format_datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
@@ -140,7 +140,8 @@ def _check_id(resource_id: str) -> None:
         raise BadRequest(msg)
 
 
-def _base(request: Request) -> str:
+def base_url(request: Request) -> str:
+    """The FHIR base URL as clients see it (configured, or from the request)."""
     configured = _ctx(request).settings.public_base_url
     if configured:
         return configured.rstrip("/") + "/fhir"
@@ -159,17 +160,20 @@ def _prefer_minimal(request: Request) -> bool:
     return "return=minimal" in request.headers.get("prefer", "")
 
 
-def _page_links(
-    request: Request, base: str, path: str, *, total: int, count: int, offset: int
+def page_links(
+    base: str,
+    path: str,
+    params: Sequence[tuple[str, str]],
+    *,
+    total: int,
+    count: int,
+    offset: int,
 ) -> dict[str, str]:
-    params = [
-        (k, v) for k, v in request.query_params.multi_items() if k not in ("_offset", "_count")
-    ]
+    """Bundle paging links (R4 3.1.1.5.7) for the query `params`, by `_count` and `_offset`."""
+    kept = [(k, v) for k, v in params if k not in ("_offset", "_count")]
 
     def url(at: int) -> str:
-        return f"{base}/{path}?" + urlencode(
-            [*params, ("_count", str(count)), ("_offset", str(at))]
-        )
+        return f"{base}/{path}?" + urlencode([*kept, ("_count", str(count)), ("_offset", str(at))])
 
     links = {"self": url(offset), "first": url(0)}
     if count and offset + count < total:
@@ -217,7 +221,7 @@ router = APIRouter(prefix="/fhir")
 async def metadata(request: Request) -> Response:
     """The CapabilityStatement (R4 3.1.0.12); readable without a token, as FHIR requires."""
     ctx = _ctx(request)
-    return fhir_response(_capability(_base(request), ctx.version, ctx.started))
+    return fhir_response(_capability(base_url(request), ctx.version, ctx.started))
 
 
 @functools.lru_cache(maxsize=16)
@@ -260,7 +264,7 @@ async def batch_or_transaction(
     request: Request, principal: Principal = Depends(principal_of)
 ) -> Response:
     bundle = await _body(request)
-    base = _base(request)
+    base = base_url(request)
     result = await _run(request, principal, lambda repo: process_bundle(repo, bundle, base=base))
     return fhir_response(result)
 
@@ -309,9 +313,14 @@ async def _search(
         max_count=settings.max_page_size,
     )
     found, total = await _run(request, principal, lambda repo: repo.search(query))
-    base = _base(request)
-    links = _page_links(
-        request, base, resource_type, total=total, count=query.count, offset=query.offset
+    base = base_url(request)
+    links = page_links(
+        base,
+        resource_type,
+        request.query_params.multi_items(),
+        total=total,
+        count=query.count,
+        offset=query.offset,
     )
     return fhir_response(
         searchset([s.resource for s in found], total=total, links=links, base_url=base)
@@ -335,11 +344,13 @@ async def create(
             request, principal, lambda repo: repo.create_unless_exists(body, query)
         )
         if not created:
-            return fhir_response(None, 200, _headers(stored, _base(request)))
+            return fhir_response(None, 200, _headers(stored, base_url(request)))
     else:
         stored = await _run(request, principal, lambda repo: repo.create(body))
     return fhir_response(
-        None if _prefer_minimal(request) else stored.resource, 201, _headers(stored, _base(request))
+        None if _prefer_minimal(request) else stored.resource,
+        201,
+        _headers(stored, base_url(request)),
     )
 
 
@@ -361,7 +372,7 @@ async def read(
     _check_type(resource_type)
     _check_id(resource_id)
     stored = await _run(request, principal, lambda repo: repo.read(resource_type, resource_id))
-    headers = _headers(stored, _base(request))
+    headers = _headers(stored, base_url(request))
     del headers["Location"]
     return fhir_response(stored.resource, 200, headers)
 
@@ -389,7 +400,7 @@ async def update(
     return fhir_response(
         None if _prefer_minimal(request) else stored.resource,
         status,
-        _headers(stored, _base(request)),
+        _headers(stored, base_url(request)),
     )
 
 
@@ -435,7 +446,7 @@ async def vread(
     stored = await _run(
         request, principal, lambda repo: repo.vread(resource_type, resource_id, int(version_id))
     )
-    headers = _headers(stored, _base(request))
+    headers = _headers(stored, base_url(request))
     del headers["Location"]
     return fhir_response(stored.resource, 200, headers)
 
@@ -452,7 +463,7 @@ async def _history(
             resource_type, resource_id, count=count, offset=offset, since=since
         ),
     )
-    base = _base(request)
+    base = base_url(request)
     path = "/".join(p for p in (resource_type, resource_id, "_history") if p)
     entries = [
         (
@@ -463,7 +474,9 @@ async def _history(
         )
         for item in items
     ]
-    links = _page_links(request, base, path, total=total, count=count, offset=offset)
+    links = page_links(
+        base, path, request.query_params.multi_items(), total=total, count=count, offset=offset
+    )
     return fhir_response(history_bundle(entries, total=total, links=links, base_url=base))
 
 

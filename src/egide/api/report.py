@@ -23,15 +23,11 @@ from egide.api.fhir import principal_of
 from egide.api.responses import NO_STORE, fhir_response
 from egide.core.errors import BadRequest, Forbidden, NotFound
 from egide.core.principal import Principal
-from egide.identity.directory import describe_account
+from egide.identity.directory import people_lookup
 from egide.ledger.report import (
     AccessReport,
-    PeopleLookup,
-    Person,
     build_report,
-    default_person,
     report_bundle,
-    role_label,
 )
 from egide.ledger.report_render import render_html, render_pdf
 from egide.ledger.service import Act, Action, Outcome, append
@@ -40,16 +36,6 @@ from egide.records.unit_of_work import run_in_transaction
 
 router = APIRouter(prefix="/api/patient")
 FORMATS = ("html", "pdf", "json", "fhir")
-
-
-def _people(session: Session) -> PeopleLookup:
-    def lookup(user: str | None, role: str | None) -> Person:
-        label = describe_account(session, user)
-        if label is None:
-            return default_person(user, role)
-        return Person(label.name, role_label(label.role), label.department)
-
-    return lookup
 
 
 def _json(report: AccessReport) -> dict[str, Any]:
@@ -110,7 +96,7 @@ async def access_report(
             )
             raise defer_audit(error, lambda s: append(s, principal=principal, act=act, clock=clock))
         report = build_report(
-            session, patient_id=patient_id, now=clock.now(), people=_people(session)
+            session, patient_id=patient_id, now=clock.now(), people=people_lookup(session)
         )
         bundle = None
         if fmt == "fhir":

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import typer
-from sqlalchemy.orm import Session
 
 from egide.cli.console import cli_errors, err
 from egide.cli.ledger import ledger_app
@@ -19,29 +18,13 @@ from egide.cli.runtime import OPERATOR, open_services
 from egide.core.errors import BadRequest
 from egide.core.settings import load_settings
 from egide.db.engine import transaction
-from egide.identity.directory import describe_account
+from egide.identity.directory import people_lookup
 from egide.ledger.report import (
     AccessReport,
-    PeopleLookup,
-    Person,
     build_report,
-    default_person,
-    role_label,
 )
 from egide.ledger.report_render import render_html, render_pdf
 from egide.ledger.service import Act, Action, append
-
-
-def people_from(session: Session) -> PeopleLookup:
-    """Names and roles of acting accounts, from the identity room."""
-
-    def lookup(user: str | None, role: str | None) -> Person:
-        label = describe_account(session, user)
-        if label is None:
-            return default_person(user, role)
-        return Person(label.name, role_label(label.role), label.department)
-
-    return lookup
 
 
 def report_json(report: AccessReport) -> str:
@@ -79,7 +62,7 @@ def report(
         clock = services.records.clock
         with transaction(services.session_factory) as session:
             built = build_report(
-                session, patient_id=patient, now=clock.now(), people=people_from(session)
+                session, patient_id=patient, now=clock.now(), people=people_lookup(session)
             )
             append(
                 session,

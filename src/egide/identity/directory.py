@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from egide.identity.models import ApiToken
+from egide.ledger.report import PeopleLookup, Person, default_person, role_label
 
 
 @dataclass(frozen=True)
@@ -27,3 +28,15 @@ def describe_account(session: Session, account_id: str | None) -> AccountLabel |
     if token is None:
         return None
     return AccountLabel(name=token.name, role=token.role)
+
+
+def people_lookup(session: Session) -> PeopleLookup:
+    """Names and roles of acting accounts, for the patient's access report."""
+
+    def lookup(user: str | None, role: str | None) -> Person:
+        label = describe_account(session, user)
+        if label is None:
+            return default_person(user, role)
+        return Person(label.name, role_label(label.role), label.department)
+
+    return lookup
