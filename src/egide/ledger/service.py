@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, event, insert, select
+from sqlalchemy.orm import Session, SessionTransaction
 
 from egide.core.clock import Clock
 from egide.core.ids import new_id
 from egide.core.principal import Principal
-from egide.ledger.canonical import canonical_json
+from egide.ledger.canonical import canonical_entry
 from egide.ledger.models import LedgerEntry
 
 
@@ -91,33 +91,77 @@ def append(session: Session, *, principal: Principal | None, act: Act, clock: Cl
         "request_id": principal.request_id if principal else None,
         "reasons": list(act.reasons),
     }
-    body = canonical_json(event)
-    row = LedgerEntry(
-        id=entry_id,
-        time=when,
-        user=event["user"],
-        role=event["role"],
-        action=event["action"],
-        outcome=event["outcome"],
-        patient=act.patient,
-        resource_type=act.resource_type,
-        resource_id=act.resource_id,
-        count=act.count,
-        ip=event["ip"],
-        device=event["device"],
-        purpose=act.purpose,
-        request_id=event["request_id"],
-        reasons=json.dumps(list(act.reasons)),
-        canonical=body,
-        # RFC 6962 section 2.1 leaf hash: SHA-256(0x00 || entry), so the Merkle tree of the
-        # ledger issue can use these hashes as its leaves unchanged.
-        entry_hash=hashlib.sha256(b"\x00" + body).digest(),
-    )
-    # Written with the rest of the unit of work when it flushes or commits: if the insert
-    # fails, the commit fails, and nothing of the act — not even data read for a response,
-    # which is only sent after the commit — leaves the transaction.
-    session.add(row)
+    body = canonical_entry(event)
+    row = {
+        "id": entry_id,
+        "time": when,
+        "user": event["user"],
+        "role": event["role"],
+        "action": event["action"],
+        "outcome": event["outcome"],
+        "patient": act.patient,
+        "resource_type": act.resource_type,
+        "resource_id": act.resource_id,
+        "count": act.count,
+        "ip": event["ip"],
+        "device": event["device"],
+        "purpose": act.purpose,
+        "request_id": event["request_id"],
+        "reasons": json.dumps(list(act.reasons)),
+        "canonical": body,
+        # RFC 6962 section 2.1 leaf hash: SHA-256(0x00 || entry), so the Merkle tree can use
+        # these hashes as its leaves unchanged.
+        "entry_hash": hashlib.sha256(b"\x00" + body).digest(),
+    }
+    # Written with the rest of the unit of work, in one multi-row INSERT when the transaction
+    # commits (or earlier, see flush_pending): if it fails, the commit fails, and nothing of
+    # the act — not even data read for a response, which is only sent after the commit —
+    # leaves the transaction.
+    _pending(session).append(row)
     return entry_id
+
+
+_PENDING = "egide.ledger.pending"
+_ENTRY_TABLE: Table = LedgerEntry.__table__  # type: ignore[assignment]
+
+
+def _pending(session: Session) -> list[dict[str, Any]]:
+    pending: list[dict[str, Any]] | None = session.info.get(_PENDING)
+    if pending is None:
+        pending = session.info[_PENDING] = []
+    return pending
+
+
+def flush_pending(session: Session) -> None:
+    """Insert the entries appended so far, now, in this session's transaction.
+
+    Called at commit, and by code that opens a savepoint, so that entries appended inside a
+    savepoint are rolled back with it and entries appended before it are not.
+    """
+    pending = session.info.get(_PENDING)
+    if pending:
+        rows = list(pending)
+        pending.clear()
+        # Core, not the ORM: one executemany, no per-row bookkeeping.
+        session.execute(insert(_ENTRY_TABLE), rows)
+
+
+def discard_pending(session: Session) -> None:
+    """Forget the entries appended since the last `flush_pending` (a savepoint rolled back)."""
+    session.info.pop(_PENDING, None)
+
+
+@event.listens_for(Session, "before_commit")
+def _write_pending(session: Session) -> None:
+    flush_pending(session)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_pending(session: Session, previous_transaction: SessionTransaction) -> None:
+    # A rolled-back unit of work appended nothing (its deferred audits are re-appended by the
+    # caller in a fresh transaction).
+    if previous_transaction.parent is None:
+        session.info.pop(_PENDING, None)
 
 
 def iter_events(

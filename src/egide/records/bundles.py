@@ -41,7 +41,7 @@ from egide.fhir.outcome import outcome_for
 from egide.fhir.references import parse_reference, rewrite_references
 from egide.fhir.search import parse_search_query
 from egide.fhir.validation import resource_types
-from egide.ledger.service import append
+from egide.ledger.service import append, discard_pending, flush_pending
 from egide.records.repository import Repository, Stored, pending_audits
 
 MAX_ENTRIES = 10_000
@@ -259,17 +259,22 @@ def process_bundle(repo: Repository, bundle: dict[str, Any], *, base: str) -> di
     results: list[EntryResponse] = []
     for entry in request.entries:
         start = len(repo.acts)
+        # Entries appended before the savepoint are written now, so that rolling it back
+        # removes exactly the entries of this Bundle entry.
+        flush_pending(repo.session)
         savepoint = repo.session.begin_nested()
         try:
             result = processor.run(
                 entry, None if entry.method != "POST" else new_id(repo.services.random)
             )
             try:
+                flush_pending(repo.session)
                 savepoint.commit()
             except IntegrityError as exc:
                 msg = "a concurrent change to the same resource won; retry"
                 raise Conflict(msg) from exc
         except EgideError as exc:
+            discard_pending(repo.session)
             savepoint.rollback()
             for audit in pending_audits(exc):
                 audit(repo.session)
