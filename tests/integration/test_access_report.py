@@ -206,3 +206,35 @@ def test_the_patient_reads_their_own_report_over_http(
             )
         ).all()
     assert {r.patient for r in refused} == {theirs, mine}
+
+
+def test_no_format_of_the_report_shows_staff_addresses_or_devices(
+    client: TestClient, services: Services
+) -> None:
+    from tests.helpers import issue_token  # noqa: PLC0415
+
+    staff = _token(services, "service", "Poste cardiologie")
+    pid = create(client, staff, patient())["id"]
+    client.get(
+        f"/fhir/Patient/{pid}",
+        headers={
+            **headers(staff),
+            "User-Agent": "WS-CARDIO-07 Firefox/140",
+            "X-Request-Id": "req-secret-42",
+        },
+    )
+    with transaction(services.session_factory) as session:
+        staff_id = session.scalars(
+            select(LedgerEntry.user).where(LedgerEntry.patient == pid, LedgerEntry.action == "read")
+        ).one()
+    token = issue_token(services, "patient", patient_id=pid)
+    auth = {"Authorization": f"Bearer {token}"}
+    for fmt in ("html", "json", "fhir", "pdf"):
+        response = client.get(f"/api/patient/access-report?fmt={fmt}", headers=auth)
+        assert response.status_code == 200
+        body = response.content
+        for secret in (b"WS-CARDIO-07", b"req-secret-42", staff_id.encode()):
+            assert secret not in body, (fmt, secret)
+    bundle = client.get("/api/patient/access-report?fmt=fhir", headers=auth).json()
+    agents = [a for e in bundle["entry"] for a in e["resource"]["agent"]]
+    assert any(a.get("who", {}).get("display") == "Poste cardiologie" for a in agents)

@@ -15,7 +15,7 @@ from egide.core.errors import BadRequest, Conflict
 from egide.db.engine import transaction
 from egide.ledger.checkpoint import CheckpointVerifier
 from egide.ledger.models import LedgerEntry
-from egide.ledger.retention import archive_prefix, open_archive
+from egide.ledger.retention import archive_prefix, open_archive, segment_reader
 from egide.ledger.service import iter_events
 from egide.ledger.verify import Report, verify_ledger
 from tests.helpers import Database
@@ -26,9 +26,14 @@ def _verifier(services: Services) -> CheckpointVerifier:
     return CheckpointVerifier(services.signer.verifier_key())
 
 
-def _verify(services: Services) -> Report:
+def _verify(services: Services, archives: Path | None = None) -> Report:
     with transaction(services.session_factory) as session:
-        return verify_ledger(session, verifier=_verifier(services))
+        reader = segment_reader(
+            session, envelope=services.records.envelope, verifier=_verifier(services)
+        )
+        return verify_ledger(
+            session, verifier=_verifier(services), archives=archives, read_segment=reader
+        )
 
 
 def _activity(client: TestClient, token: str) -> None:
@@ -45,6 +50,7 @@ def _archive(services: Services, through: int, directory: Path) -> Path:
             through_size=through,
             directory=directory,
             clock=services.records.clock,
+            verifier=_verifier(services),
         )
     return done.path
 
@@ -73,7 +79,7 @@ def test_archiving_keeps_the_tree_verifiable(
     with transaction(services.session_factory) as session:
         live = session.scalar(select(func.count()).select_from(LedgerEntry))
     assert live == second - first + 0  # the archived entries left the live database
-    report = _verify(services)
+    report = _verify(services, tmp_path)
     assert report.ok, report.faults
     assert (report.archived, report.leaves) == (first, second)
     with transaction(services.session_factory) as session:
@@ -96,7 +102,7 @@ def test_archives_chain_and_new_activity_still_verifies(
     later = _archive(services, second, tmp_path)
     _activity(client, service_token)
     sequence_ledger(services, force=True)
-    report = _verify(services)
+    report = _verify(services, tmp_path)
     assert report.ok, report.faults
     assert report.archived == second
     with transaction(services.session_factory) as session:
@@ -154,12 +160,100 @@ def test_a_forged_frontier_in_the_database_is_caught(
     first, _second, _ = two_checkpoints
     _archive(services, first, tmp_path)
     with services.engine.begin() as conn:
+        if database.backend == "postgresql":
+            conn.execute(text("ALTER TABLE ledger_archive DISABLE TRIGGER USER"))
+        else:
+            conn.execute(text("DROP TRIGGER ledger_archive_no_update"))
         frontier = bytes(conn.execute(text("SELECT frontier FROM ledger_archive")).scalar_one())
         forged = frontier[:-1] + bytes([frontier[-1] ^ 0x01])
         conn.execute(text("UPDATE ledger_archive SET frontier = :f"), {"f": forged})
-    report = _verify(services)
+    report = _verify(services, tmp_path)
     assert not report.ok
     assert any(
         "archived prefix does not match" in f or "does not match its signed" in f
         for f in report.faults
     ), report.faults
+
+
+def test_archived_leaves_are_vouched_for_only_by_their_files(
+    services: Services,
+    two_checkpoints: tuple[int, int, list[dict[str, object]]],
+    tmp_path: Path,
+) -> None:
+    first, _second, _ = two_checkpoints
+    path = _archive(services, first, tmp_path)
+    unchecked = _verify(services)
+    assert not unchecked.ok
+    assert any("were not checked" in f for f in unchecked.faults)
+    path.unlink()
+    missing = _verify(services, tmp_path)
+    assert any("is missing" in f for f in missing.faults), missing.faults
+
+
+def test_a_forged_archive_row_does_not_hide_an_erased_prefix(
+    services: Services,
+    database: Database,
+    two_checkpoints: tuple[int, int, list[dict[str, object]]],
+    tmp_path: Path,
+) -> None:
+    """A database owner deletes the first leaves and entries and records a fake archive (the
+    frontier is computable from public leaf hashes): without the sealed file, verify fails."""
+    from egide.ledger.merkle import CompactTree  # noqa: PLC0415
+
+    first, _second, _ = two_checkpoints
+    with services.engine.begin() as conn:
+        hashes = [
+            bytes(h)
+            for h in conn.execute(
+                text("SELECT leaf_hash FROM ledger_leaf WHERE leaf_index < :n ORDER BY leaf_index"),
+                {"n": first},
+            ).scalars()
+        ]
+        tree = CompactTree()
+        for leaf_hash in hashes:
+            tree.append(leaf_hash)
+        if database.backend == "postgresql":
+            for table in ("ledger_entry", "ledger_leaf"):
+                conn.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
+        else:
+            for table in ("ledger_entry", "ledger_leaf"):
+                conn.execute(text(f"DROP TRIGGER {table}_no_delete"))
+        conn.execute(
+            text(
+                "DELETE FROM ledger_entry WHERE seq IN (SELECT seq FROM ledger_leaf "
+                "WHERE leaf_index < :n)"
+            ),
+            {"n": first},
+        )
+        conn.execute(text("DELETE FROM ledger_leaf WHERE leaf_index < :n"), {"n": first})
+        conn.execute(
+            text(
+                "INSERT INTO ledger_archive (through_size, from_size, frontier, file_name, "
+                "file_sha256, time) VALUES (:t, 0, :f, 'ledger-fake.json', :h, :w)"
+            ),
+            {
+                "t": first,
+                "f": tree.to_bytes(),
+                "h": b"\x00" * 32,
+                "w": services.records.clock.now(),
+            },
+        )
+    report = _verify(services, tmp_path)
+    assert not report.ok
+    assert any("ledger-fake.json is missing" in f for f in report.faults), report.faults
+
+
+def test_proofs_after_archiving_say_so_instead_of_raising_a_false_alarm(
+    client: TestClient,
+    services: Services,
+    service_token: str,
+    two_checkpoints: tuple[int, int, list[dict[str, object]]],
+    tmp_path: Path,
+) -> None:
+    first, second, _ = two_checkpoints
+    _archive(services, first, tmp_path)
+    response = client.get(
+        f"/api/ledger/proof/consistency?old={first}&new={second}", headers=headers(service_token)
+    )
+    assert response.status_code == 409
+    assert "archived" in response.text

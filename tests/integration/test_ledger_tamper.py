@@ -265,3 +265,36 @@ def test_new_entries_after_a_checkpoint_are_pending_not_faults(
     report = _verify(services)
     assert report.ok
     assert report.pending == 1
+
+
+def test_cutting_the_uncovered_tail_is_caught(
+    client: TestClient,
+    services: Services,
+    database: Database,
+    service_token: str,
+    sealed: int,
+) -> None:
+    """Leaves sequenced after the last checkpoint are not signed yet; deleting them is still
+    seen, because the sequencer's own count no longer matches."""
+    client.get("/fhir/Patient", headers=headers(service_token))
+    client.get("/fhir/Observation", headers=headers(service_token))
+    done = sequence_ledger(services)  # sequenced, no new checkpoint (fewer than `every`)
+    assert done.checkpoint is None
+    assert done.size == sealed + 2
+    assert _verify(services).uncovered == 2
+
+    def edit(conn: Connection) -> None:
+        conn.execute(
+            text(
+                "DELETE FROM ledger_entry WHERE seq IN "
+                "(SELECT seq FROM ledger_leaf WHERE leaf_index >= :n)"
+            ),
+            {"n": sealed},
+        )
+        conn.execute(text("DELETE FROM ledger_leaf WHERE leaf_index >= :n"), {"n": sealed})
+
+    _tamper(services, database, edit)
+    report = _verify(services)
+    assert any(
+        f"integrated {sealed + 2} leaves, only {sealed} remain" in f for f in report.faults
+    ), report.faults

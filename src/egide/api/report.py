@@ -100,7 +100,9 @@ async def access_report(
         )
         bundle = None
         if fmt == "fhir":
-            bundle = report_bundle(session, patient_id=patient_id, now=clock.now())
+            bundle = report_bundle(
+                session, patient_id=patient_id, now=clock.now(), people=people_lookup(session)
+            )
         append(
             session,
             principal=principal,

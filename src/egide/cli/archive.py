@@ -41,6 +41,7 @@ def archive(
                 through_size=through,
                 directory=target,
                 clock=services.records.clock,
+                verifier=CheckpointVerifier(services.signer.verifier_key()),
             )
             append(
                 session,
@@ -70,6 +71,19 @@ def read_archive(path: Path = typer.Argument(..., exists=True, dir_okay=False)) 
     services = open_services(load_settings())
     try:
         verifier = CheckpointVerifier(services.signer.verifier_key())
+        with transaction(services.session_factory) as session:
+            # Reading archived entries back is an export of the audit trail: audited.
+            append(
+                session,
+                principal=OPERATOR,
+                clock=services.records.clock,
+                act=Act(
+                    Action.EXPORT,
+                    resource_type="AuditEvent",
+                    count=0,
+                    purpose=f"ledger archive {path.name} read",
+                ),
+            )
         with transaction(services.session_factory) as session:
             events = open_archive(
                 path, session=session, envelope=services.records.envelope, verifier=verifier

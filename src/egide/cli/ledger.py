@@ -36,6 +36,7 @@ from egide.ledger.proofs import (
     parse_consistency,
     parse_inclusion,
 )
+from egide.ledger.retention import segment_reader
 from egide.ledger.service import Act, Action, append, iter_events
 from egide.ledger.syslog import SyslogTlsSender, local_hostname
 from egide.ledger.verify import verify_ledger
@@ -86,9 +87,14 @@ def public_key() -> None:
 def verify(
     witness: Path | None = typer.Option(None, help="directory of witnessed checkpoints"),
     key: str | None = typer.Option(None, help="verifier key (default: this keyring's)"),
+    archives: Path | None = typer.Option(
+        None, help="directory of archive files (default: $EGIDE_DATA_DIR/archive)"
+    ),
 ) -> None:
-    """Recompute the tree from the entries; check every checkpoint and witness note."""
-    services = open_services(load_settings())
+    """Recompute the tree from the entries; check every checkpoint, witness note and archive
+    file."""
+    settings = load_settings()
+    services = open_services(settings)
     try:
         vkey = key or services.signer.verifier_key()
         try:
@@ -102,14 +108,19 @@ def verify(
                 session,
                 verifier=verifier,
                 witness=witness,
+                archives=archives or settings.data_dir / "archive",
+                origin=settings.ledger_origin,
+                read_segment=segment_reader(
+                    session, envelope=services.records.envelope, verifier=verifier
+                ),
                 on_progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
     finally:
         services.close()
     out.print(
-        f"leaves {report.leaves}, signed checkpoints {report.checkpoints}, "
-        f"witnessed checkpoints {report.witnessed}, entries pending "
-        f"{report.pending}"
+        f"leaves {report.leaves} ({report.archived} archived), signed checkpoints "
+        f"{report.checkpoints}, witnessed checkpoints {report.witnessed}, leaves after the "
+        f"last checkpoint {report.uncovered}, entries not yet sequenced {report.pending}"
     )
     if report.ok:
         out.print("ledger verified: no fault")
@@ -129,8 +140,9 @@ def _collector(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _audit_export(services: Services, count: int, where: str) -> None:
-    # An export of the audit trail is itself an audited act (DESIGN.md, contract 2).
+def _audit_export(services: Services, count: int, where: str, *, started: bool = False) -> None:
+    # An export of the audit trail is itself an audited act (DESIGN.md, contract 2): once,
+    # committed, before any entry leaves (fail closed), and again with the count at the end.
     with transaction(services.session_factory) as session:
         append(
             session,
@@ -141,6 +153,7 @@ def _audit_export(services: Services, count: int, where: str) -> None:
                 count=count,
                 resource_type="AuditEvent",
                 purpose=f"ledger export to {where}",
+                reasons=("started",) if started else ("finished",),
             ),
         )
 
@@ -180,6 +193,7 @@ def export(  # noqa: PLR0917 - Typer passes options as parameters
         sender = SyslogTlsSender(host, port, cafile=ca, certfile=cert, keyfile=key)
         services = open_services(load_settings())
         try:
+            _audit_export(services, 0, f"syslog {host}:{port}", started=True)
             with transaction(services.session_factory) as session, sender:
                 count = sender.send_events(
                     iter_events(session, since=start, until=end),
@@ -192,6 +206,12 @@ def export(  # noqa: PLR0917 - Typer passes options as parameters
         err.print(f"egide: sent {count} entries to {host}:{port} (confirmed by the collector)")
         return
     services = open_services(load_settings())
+    where = str(out_file) if out_file else "standard output"
+    try:
+        _audit_export(services, 0, where, started=True)
+    except BaseException:
+        services.close()
+        raise
     fh = out_file.open("w", encoding="utf-8") if out_file else sys.stdout
     count = 0
     try:
@@ -200,7 +220,7 @@ def export(  # noqa: PLR0917 - Typer passes options as parameters
                 fh.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")))
                 fh.write("\n")
                 count += 1
-        _audit_export(services, count, str(out_file) if out_file else "standard output")
+        _audit_export(services, count, where)
     finally:
         services.close()
         if out_file:

@@ -36,13 +36,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from egide.core.errors import BadRequest, NotFound, StorageFailure
+from egide.core.errors import BadRequest, Conflict, NotFound, StorageFailure
 from egide.ledger import merkle
 from egide.ledger.checkpoint import Checkpoint, CheckpointError, CheckpointVerifier
-from egide.ledger.models import LedgerCheckpoint, LedgerEntry, LedgerLeaf
+from egide.ledger.models import LedgerArchive, LedgerCheckpoint, LedgerEntry, LedgerLeaf
 
 __all__ = [
     "MAX_INTEGER",
@@ -198,6 +198,15 @@ def _fault(what: str) -> str:
 def _leaf_hashes(session: Session, size: int) -> list[bytes]:
     """The first `size` leaf hashes, in tree order (leaf indexes are unique, so `size` rows
     below `size` are exactly leaves 0 .. size - 1)."""
+    archived = session.scalar(select(func.max(LedgerArchive.through_size)))
+    if archived:
+        # Not an integrity fault: the prefix was archived on purpose (ledger.retention), and
+        # proofs that need its leaves are not served from the live database yet.
+        msg = (
+            f"leaves before {archived} were archived; proofs are not available for this "
+            "ledger until they can be computed from the archive"
+        )
+        raise Conflict(msg)
     hashes = [
         bytes(h)
         for h in session.scalars(

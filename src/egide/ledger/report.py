@@ -60,6 +60,7 @@ class AccessReport:
 
 
 PeopleLookup = Callable[[str | None, str | None], Person]
+MAX_REPORT_LINES = 5000  # the most recent accesses shown; `egide ledger export` has them all
 
 _ACTIONS = {
     "break_glass": "opened in an emergency (break-the-glass)",
@@ -120,15 +121,26 @@ def _why(reasons: list[str], purpose: str | None) -> str:
 
 
 def build_report(
-    session: Session, *, patient_id: str, now: dt.datetime, people: PeopleLookup | None = None
+    session: Session,
+    *,
+    patient_id: str,
+    now: dt.datetime,
+    people: PeopleLookup | None = None,
+    limit: int = 0,
 ) -> AccessReport:
     """Every ledger entry about `patient_id`, oldest first, in words a patient understands."""
     lookup = people or default_person
+    limit = limit or MAX_REPORT_LINES
     lines: list[AccessLine] = []
+    # The most recent `limit` accesses: a report must stay cheap to make however busy the
+    # record (each request for it is itself an access that the next report lists).
     rows = session.scalars(
-        select(LedgerEntry).where(LedgerEntry.patient == patient_id).order_by(LedgerEntry.seq)
-    )
-    for row in rows:
+        select(LedgerEntry)
+        .where(LedgerEntry.patient == patient_id)
+        .order_by(LedgerEntry.seq.desc())
+        .limit(limit)
+    ).all()
+    for row in reversed(rows):
         person = lookup(row.user, row.role)
         lines.append(
             AccessLine(
@@ -148,13 +160,42 @@ def build_report(
     return AccessReport(patient_id=patient_id, generated=now, lines=tuple(lines))
 
 
-def report_bundle(session: Session, *, patient_id: str, now: dt.datetime) -> dict[str, Any]:
-    """The same report as a FHIR R4 Bundle (type collection) of IHE BALP AuditEvents."""
+def _redacted(event: dict[str, Any], lookup: PeopleLookup) -> dict[str, Any]:
+    """An entry as the patient may see it: the acting person's name and role instead of their
+    account id, the coarse location instead of the address, no workstation, no request id."""
+    person = lookup(event.get("user"), event.get("role"))
+    return {
+        **event,
+        "user": person.name,
+        "role": person.role,
+        "ip": None,
+        "device": None,
+        "request_id": None,
+        "purpose": "; ".join(
+            p for p in (event.get("purpose"), coarse_location(event.get("ip"))) if p
+        ),
+    }
+
+
+def report_bundle(
+    session: Session,
+    *,
+    patient_id: str,
+    now: dt.datetime,
+    people: PeopleLookup | None = None,
+    limit: int = MAX_REPORT_LINES,
+) -> dict[str, Any]:
+    """The same report as a FHIR R4 Bundle (type collection) of IHE BALP AuditEvents, redacted
+    the same way as the other formats (no address, workstation or account id)."""
+    lookup = people or default_person
+    rows = session.scalars(
+        select(LedgerEntry)
+        .where(LedgerEntry.patient == patient_id)
+        .order_by(LedgerEntry.seq.desc())
+        .limit(limit)
+    ).all()
     events = [
-        {**json.loads(row.canonical), "seq": row.seq}
-        for row in session.scalars(
-            select(LedgerEntry).where(LedgerEntry.patient == patient_id).order_by(LedgerEntry.seq)
-        )
+        _redacted({**json.loads(row.canonical), "seq": row.seq}, lookup) for row in reversed(rows)
     ]
     return {
         "resourceType": "Bundle",

@@ -18,6 +18,7 @@ from jinja2 import Environment, select_autoescape
 
 from egide.ledger.report import AccessReport
 
+PDF_MAX_ROWS = 1000  # a PDF stays quick to make and to read; the HTML and JSON list more
 FONT_CANDIDATES = (
     Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
     Path("/usr/share/fonts/dejavu/DejaVuSans.ttf"),
@@ -151,7 +152,14 @@ def render_pdf(report: AccessReport) -> bytes:
         header = table.row()
         for title in head:
             header.cell(title)
-        for line in report.lines:
+        shown = report.lines[-PDF_MAX_ROWS:]
+        if len(report.lines) > len(shown):
+            note = table.row()
+            note.cell(
+                pdf.text_(f"Showing the {len(shown)} most recent of {len(report.lines)} accesses."),
+                colspan=8,
+            )
+        for line in shown:
             row = table.row()
             what = f"{line.what} {line.action}" + (f" ({line.count})" if line.count > 1 else "")
             for value in (

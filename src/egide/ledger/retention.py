@@ -41,6 +41,7 @@ from egide.ledger.canonical import canonical_json
 from egide.ledger.checkpoint import CheckpointVerifier
 from egide.ledger.merkle import CompactTree
 from egide.ledger.models import LedgerArchive, LedgerCheckpoint, LedgerEntry, LedgerLeaf
+from egide.ledger.verify import CheckedSegment, SegmentReader
 
 ARCHIVE_OWNER = "_ledger-archive"
 FORMAT = "egide-ledger-archive/1"
@@ -107,7 +108,13 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def archive_prefix(
-    session: Session, *, envelope: Envelope, through_size: int, directory: Path, clock: Clock
+    session: Session,
+    *,
+    envelope: Envelope,
+    through_size: int,
+    directory: Path,
+    clock: Clock,
+    verifier: CheckpointVerifier,
 ) -> Archived:
     """Archive the leaves up to the checkpoint of size `through_size`, then remove them from
     the live tables. Never commits; the caller's transaction does (the file is written first
@@ -118,6 +125,14 @@ def archive_prefix(
     if checkpoint is None:
         msg = f"{through_size} is not the size of a signed checkpoint"
         raise BadRequest(msg)
+    try:
+        signed = verifier.verify(checkpoint.note)
+    except ValueError:
+        signed = None
+    if signed is None or signed.size != through_size or signed.root != checkpoint.root:
+        # Never delete evidence on the word of an unsigned or altered checkpoint row.
+        msg = f"the checkpoint at {through_size} does not verify; run `egide ledger verify`"
+        raise Conflict(msg)
     if through_size <= from_size:
         msg = f"the ledger is already archived through {from_size}"
         raise Conflict(msg)
@@ -182,12 +197,30 @@ def archive_prefix(
     return Archived(path, from_size, through_size, len(seqs))
 
 
+@dataclass(frozen=True)
+class Segment:
+    """What a checked archive file proves: its leaves take the tree from `start` to `end`."""
+
+    from_size: int
+    through_size: int
+    start: CompactTree
+    end: CompactTree
+    events: tuple[dict[str, Any], ...]
+
+
 def open_archive(
     path: Path, *, session: Session, envelope: Envelope, verifier: CheckpointVerifier
 ) -> list[dict[str, Any]]:
+    """Decrypt and check an archive; its entries (access events) in leaf order."""
+    return list(read_segment(path, session=session, envelope=envelope, verifier=verifier).events)
+
+
+def read_segment(
+    path: Path, *, session: Session, envelope: Envelope, verifier: CheckpointVerifier
+) -> Segment:
     """Decrypt an archive and check it: the signed checkpoint verifies, and its leaves, from
-    the stored start frontier, rebuild that checkpoint's root. Returns the entries (access
-    events) in leaf order. Raises BadRequest on any fault."""
+    the stored start frontier, rebuild that checkpoint's root. Raises BadRequest on any
+    fault."""
     try:
         document = json.loads(path.read_bytes())
         header = {
@@ -211,7 +244,7 @@ def open_archive(
         # A tampered or foreign file fails here, whichever layer notices first.
         msg = f"{path.name} failed its integrity check ({type(exc).__name__})"
         raise BadRequest(msg) from None
-    tree, events = start, []
+    tree, events = start.copy(), []
     for raw in payload.splitlines():
         line = json.loads(raw)
         canonical = base64.b64decode(line["canonical"])
@@ -228,4 +261,21 @@ def open_archive(
     ):
         msg = f"{path.name}: its leaves do not rebuild its signed checkpoint"
         raise BadRequest(msg)
-    return events
+    return Segment(header["from_size"], header["through_size"], start, tree, tuple(events))
+
+
+def segment_reader(
+    session: Session, *, envelope: Envelope, verifier: CheckpointVerifier
+) -> SegmentReader:
+    """A reader of archive files for `ledger.verify.verify_ledger`."""
+
+    def read(path: Path) -> CheckedSegment:
+        segment = read_segment(path, session=session, envelope=envelope, verifier=verifier)
+        return CheckedSegment(
+            segment.from_size,
+            segment.through_size,
+            segment.start.to_bytes(),
+            segment.end.to_bytes(),
+        )
+
+    return read

@@ -19,9 +19,16 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from egide.core.errors import EgideError
 from egide.ledger.checkpoint import Checkpoint, CheckpointError, CheckpointVerifier
 from egide.ledger.merkle import CompactTree
-from egide.ledger.models import LedgerArchive, LedgerCheckpoint, LedgerEntry, LedgerLeaf
+from egide.ledger.models import (
+    LedgerArchive,
+    LedgerCheckpoint,
+    LedgerEntry,
+    LedgerLeaf,
+    LedgerTreeState,
+)
 
 
 @dataclass
@@ -33,6 +40,7 @@ class Report:
     witnessed: int = 0
     pending: int = 0  # committed entries not yet covered by the tree (not a fault)
     archived: int = 0  # leaves moved to archive files (ledger.retention)
+    uncovered: int = 0  # leaves after the last signed checkpoint (not a fault, a window)
     faults: list[str] = field(default_factory=list)
 
     @property
@@ -41,12 +49,13 @@ class Report:
 
 
 def _checkpoints(
-    session: Session, verifier: CheckpointVerifier, report: Report
+    session: Session, verifier: CheckpointVerifier, report: Report, origin: str | None
 ) -> dict[int, Checkpoint]:
     signed: dict[int, Checkpoint] = {}
     for row in session.scalars(select(LedgerCheckpoint).order_by(LedgerCheckpoint.size)):
         try:
-            checkpoint = verifier.verify(row.note)
+            # Pinning the origin stops a note of another log signed with the same key.
+            checkpoint = verifier.verify(row.note, expected_origin=origin)
         except CheckpointError as exc:
             report.faults.append(f"checkpoint at size {row.size}: bad signed note ({exc})")
             continue
@@ -78,27 +87,81 @@ def _witness_notes(
     return seen
 
 
-def _resume_after_archive(
-    archive: LedgerArchive, expected: dict[int, Checkpoint], report: Report
+@dataclass(frozen=True)
+class CheckedSegment:
+    """What an archive file was checked to prove (see ledger.retention.read_segment)."""
+
+    from_size: int
+    through_size: int
+    start: bytes  # CompactTree bytes at from_size
+    end: bytes  # CompactTree bytes at through_size
+
+
+SegmentReader = Callable[[Path], CheckedSegment]
+
+
+def _check_archives(
+    session: Session,
+    expected: dict[int, Checkpoint],
+    report: Report,
+    read_segment: SegmentReader | None,
+    directory: Path | None,
 ) -> CompactTree:
-    """The prefix lives in an archive file now (ledger.retention): go on from the tree's
-    frontier at that size, which must match the signed checkpoint there."""
-    try:
-        tree = CompactTree.from_bytes(archive.frontier)
-    except ValueError:
-        report.faults.append("the archived tree frontier is corrupt")
+    """The archived prefix (ledger.retention): every archive row must chain from leaf 0, its
+    file must be present, unchanged and decrypt to leaves that rebuild its signed checkpoint
+    from the previous frontier; the live tree then goes on from the last frontier. Without
+    the files, archived leaves cannot be vouched for, and that is a fault, not a pass."""
+    archives = list(session.scalars(select(LedgerArchive).order_by(LedgerArchive.through_size)))
+    if not archives:
         return CompactTree()
-    if tree.size != archive.through_size:
-        report.faults.append("the archived tree frontier does not match its size")
-    anchor = expected.get(archive.through_size)
-    if anchor is None:
-        report.faults.append(f"no signed checkpoint at the archive boundary {archive.through_size}")
-    elif anchor.root != tree.root():
-        report.faults.append(
-            f"the archived prefix does not match the checkpoint at {archive.through_size}"
-        )
-    report.archived = archive.through_size
-    return tree
+    previous = CompactTree()
+    for archive in archives:
+        if archive.from_size != previous.size:
+            report.faults.append(
+                f"archived segments do not chain: one starts at {archive.from_size}, "
+                f"the previous ended at {previous.size}"
+            )
+        if read_segment is None or directory is None:
+            report.faults.append(
+                f"leaves {archive.from_size} to {archive.through_size - 1} are archived and "
+                "were not checked (give the archive directory)"
+            )
+        else:
+            path = directory / archive.file_name
+            try:
+                data = path.read_bytes()
+            except OSError:
+                report.faults.append(f"archive file {archive.file_name} is missing")
+            else:
+                if hashlib.sha256(data).digest() != archive.file_sha256:
+                    report.faults.append(f"archive file {archive.file_name} was changed")
+                try:
+                    segment = read_segment(path)
+                except EgideError as exc:
+                    report.faults.append(f"archive file {archive.file_name}: {exc.message}")
+                else:
+                    if segment.start != previous.to_bytes() or segment.end != archive.frontier:
+                        report.faults.append(
+                            f"archive file {archive.file_name} does not continue the tree"
+                        )
+        try:
+            previous = CompactTree.from_bytes(archive.frontier)
+        except ValueError:
+            report.faults.append("an archived tree frontier is corrupt")
+            return CompactTree()
+        if previous.size != archive.through_size:
+            report.faults.append("an archived tree frontier does not match its size")
+        anchor = expected.get(archive.through_size)
+        if anchor is None:
+            report.faults.append(
+                f"no signed checkpoint at the archive boundary {archive.through_size}"
+            )
+        elif anchor.root != previous.root():
+            report.faults.append(
+                f"the archived prefix does not match the checkpoint at {archive.through_size}"
+            )
+    report.archived = previous.size
+    return previous
 
 
 def verify_ledger(
@@ -106,11 +169,14 @@ def verify_ledger(
     *,
     verifier: CheckpointVerifier,
     witness: Path | None = None,
+    archives: Path | None = None,
+    read_segment: SegmentReader | None = None,
+    origin: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Report:
     """Recompute the ledger's tree and check it against every checkpoint and witness note."""
     report = Report()
-    expected = _checkpoints(session, verifier, report)
+    expected = _checkpoints(session, verifier, report, origin)
     if witness is not None:
         for size, seen in _witness_notes(witness, verifier, report).items():
             mine = expected.get(size)
@@ -122,10 +188,8 @@ def verify_ledger(
             expected.setdefault(size, seen)
     total = session.scalar(select(func.count()).select_from(LedgerLeaf)) or 0
     tree = CompactTree()
-    archive = session.scalar(select(LedgerArchive).order_by(LedgerArchive.through_size.desc()))
-    if archive is not None:
-        tree = _resume_after_archive(archive, expected, report)
-        total += archive.through_size
+    tree = _check_archives(session, expected, report, read_segment, archives)
+    total += tree.size
     rows: Iterable[Any] = session.execute(
         select(
             LedgerLeaf.leaf_index,
@@ -164,6 +228,13 @@ def verify_ledger(
         if on_progress is not None and tree.size % 10_000 == 0:
             on_progress(tree.size, total)
     report.leaves = tree.size
+    report.uncovered = tree.size - max(expected, default=0)
+    state = session.get(LedgerTreeState, 1)
+    if state is not None and state.size > tree.size:
+        # The sequencer counted more leaves than remain: the uncovered tail was cut.
+        report.faults.append(
+            f"the sequencer integrated {state.size} leaves, only {tree.size} remain"
+        )
     beyond = [size for size in expected if size > tree.size]
     if beyond:
         report.faults.append(

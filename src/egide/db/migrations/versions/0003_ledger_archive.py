@@ -16,6 +16,16 @@ branch_labels = None
 depends_on = None
 
 
+# Archive rows anchor the verifier for the archived prefix: append-only like the ledger.
+_SQLITE_TRIGGERS = tuple(
+    f"""CREATE TRIGGER ledger_archive_no_{verb} BEFORE {verb.upper()} ON ledger_archive
+       BEGIN SELECT RAISE(ABORT, 'ledger_archive is append-only'); END"""
+    for verb in ("update", "delete")
+)
+_PG_TRIGGER = """CREATE TRIGGER ledger_archive_append_only BEFORE UPDATE OR DELETE OR TRUNCATE
+       ON ledger_archive FOR EACH STATEMENT EXECUTE FUNCTION ledger_entry_append_only()"""
+
+
 def upgrade() -> None:
     op.create_table(
         "ledger_archive",
@@ -32,7 +42,14 @@ def upgrade() -> None:
         sa.Column("time", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("through_size", name=op.f("pk_ledger_archive")),
     )
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(_PG_TRIGGER)
+    else:
+        for statement in _SQLITE_TRIGGERS:
+            op.execute(statement)
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS ledger_archive_append_only ON ledger_archive")
     op.drop_table("ledger_archive")
