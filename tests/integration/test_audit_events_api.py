@@ -408,3 +408,21 @@ def test_post_search_takes_a_form_body(client: TestClient, world: dict[str, Any]
         headers={"Authorization": f"Bearer {world['officer']}"},
     )
     assert wrong.status_code == 415
+
+
+def test_an_unfiltered_officer_search_is_audited_for_every_patient_shown(
+    client: TestClient, services: Services, world: dict[str, Any]
+) -> None:
+    before = len(_ledger(services))
+    page = _search(client, world["officer"], {"_count": "500"})
+    shown: dict[str, int] = {}
+    for event in _entries(page):
+        for entity in event.get("entity", []):
+            reference = entity.get("what", {}).get("reference", "")
+            if reference.startswith("Patient/"):
+                patient_id = reference.removeprefix("Patient/")
+                shown[patient_id] = shown.get(patient_id, 0) + 1
+                break
+    assert {world["alice"], world["bruno"]} <= set(shown)
+    added = [e for e in _ledger(services)[before:] if e.resource_type == "AuditEvent"]
+    assert {e.patient: e.count for e in added} == shown

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import format_datetime
@@ -268,14 +269,20 @@ async def _search(
             offset=query.offset,
         )
         events = [audit_event(entry) for entry in entries]
-        act = Act(
-            Action.SEARCH,
-            patient=query.patient,
-            resource_type=RESOURCE,
-            count=len(events),
-            reasons=_grants(principal),
-        )
-        append(session, principal=principal, act=act, clock=clock)
+        # One ledger entry per patient whose audit trail was shown, so each of those patients'
+        # access reports lists the officer's look (and one for the query itself if none).
+        shown = Counter(entry.get("patient") for entry in entries if entry.get("patient"))
+        if query.patient and not shown:
+            shown[query.patient] = 0
+        for patient_id, count in sorted(shown.items()) or [(None, 0)]:
+            act = Act(
+                Action.SEARCH,
+                patient=patient_id,
+                resource_type=RESOURCE,
+                count=count,
+                reasons=_grants(principal),
+            )
+            append(session, principal=principal, act=act, clock=clock)
         return events, total
 
     events, total = await _in_transaction(request, work)
