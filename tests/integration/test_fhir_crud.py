@@ -203,4 +203,6 @@ def test_security_headers_on_every_answer(client: TestClient) -> None:
     response = client.get("/fhir/metadata")
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["x-frame-options"] == "DENY"
-    assert "server" not in {k.lower() for k in response.headers if k.lower() == "x-powered-by"}
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert "x-powered-by" not in {k.lower() for k in response.headers}

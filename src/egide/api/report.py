@@ -24,11 +24,7 @@ from egide.api.responses import NO_STORE, fhir_response
 from egide.core.errors import BadRequest, Forbidden, NotFound
 from egide.core.principal import Principal
 from egide.identity.directory import people_lookup
-from egide.ledger.report import (
-    AccessReport,
-    build_report,
-    report_bundle,
-)
+from egide.ledger.report import AccessReport, produce_report, report_document
 from egide.ledger.report_render import render_html, render_pdf
 from egide.ledger.service import Act, Action, Outcome, append
 from egide.records.repository import defer_audit
@@ -36,28 +32,6 @@ from egide.records.unit_of_work import run_in_transaction
 
 router = APIRouter(prefix="/api/patient")
 FORMATS = ("html", "pdf", "json", "fhir")
-
-
-def _json(report: AccessReport) -> dict[str, Any]:
-    return {
-        "patient": report.patient_id,
-        "generated": report.generated.isoformat(),
-        "accesses": [
-            {
-                "time": line.time.isoformat(),
-                "who": line.who,
-                "role": line.role,
-                "department": line.department,
-                "action": line.action,
-                "what": line.what,
-                "count": line.count,
-                "why": line.why,
-                "where": line.where,
-                "outcome": line.outcome,
-            }
-            for line in report.lines
-        ],
-    }
 
 
 @router.get("/access-report")
@@ -95,34 +69,22 @@ async def access_report(
                 else Forbidden("this token's role may not read access reports")
             )
             raise defer_audit(error, lambda s: append(s, principal=principal, act=act, clock=clock))
-        report = build_report(
-            session, patient_id=patient_id, now=clock.now(), people=people_lookup(session)
-        )
-        bundle = None
-        if fmt == "fhir":
-            bundle = report_bundle(
-                session, patient_id=patient_id, now=clock.now(), people=people_lookup(session)
-            )
-        append(
+        return produce_report(
             session,
             principal=principal,
+            patient_id=patient_id,
+            fmt=fmt,
             clock=clock,
-            act=Act(
-                Action.EXPORT,
-                patient=patient_id,
-                count=len(report.lines),
-                purpose="patient access report",
-                reasons=(*decision.reasons, f"format {fmt}"),
-            ),
+            people=people_lookup(session),
+            reasons=decision.reasons,
         )
-        return report, bundle
 
     report, bundle = await run_in_threadpool(run_in_transaction, ctx.session_factory, work)
     if fmt == "fhir":
         return fhir_response(bundle)
     if fmt == "json":
         return Response(
-            content=json.dumps(_json(report), ensure_ascii=False).encode(),
+            content=json.dumps(report_document(report), ensure_ascii=False).encode(),
             media_type="application/json",
             headers=NO_STORE,
         )

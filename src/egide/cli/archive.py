@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from egide.cli.console import cli_errors, err
-from egide.cli.ledger import ledger_app
+from egide.cli.ledger import audit_export, ledger_app
 from egide.cli.runtime import OPERATOR, open_services
 from egide.core.settings import load_settings
 from egide.db.engine import transaction
@@ -71,19 +71,8 @@ def read_archive(path: Path = typer.Argument(..., exists=True, dir_okay=False)) 
     services = open_services(load_settings())
     try:
         verifier = CheckpointVerifier(services.signer.verifier_key())
-        with transaction(services.session_factory) as session:
-            # Reading archived entries back is an export of the audit trail: audited.
-            append(
-                session,
-                principal=OPERATOR,
-                clock=services.records.clock,
-                act=Act(
-                    Action.EXPORT,
-                    resource_type="AuditEvent",
-                    count=0,
-                    purpose=f"ledger archive {path.name} read",
-                ),
-            )
+        # Reading archived entries back is an export of the audit trail: audited first.
+        audit_export(services, 0, f"read of archive {path.name}", started=True)
         with transaction(services.session_factory) as session:
             events = open_archive(
                 path, session=session, envelope=services.records.envelope, verifier=verifier

@@ -140,7 +140,7 @@ def _collector(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _audit_export(services: Services, count: int, where: str, *, started: bool = False) -> None:
+def audit_export(services: Services, count: int, where: str, *, started: bool = False) -> None:
     # An export of the audit trail is itself an audited act (DESIGN.md, contract 2): once,
     # committed, before any entry leaves (fail closed), and again with the count at the end.
     with transaction(services.session_factory) as session:
@@ -193,14 +193,14 @@ def export(  # noqa: PLR0917 - Typer passes options as parameters
         sender = SyslogTlsSender(host, port, cafile=ca, certfile=cert, keyfile=key)
         services = open_services(load_settings())
         try:
-            _audit_export(services, 0, f"syslog {host}:{port}", started=True)
+            audit_export(services, 0, f"syslog {host}:{port}", started=True)
             with transaction(services.session_factory) as session, sender:
                 count = sender.send_events(
                     iter_events(session, since=start, until=end),
                     hostname=local_hostname(),
                     procid=str(os.getpid()),
                 )
-            _audit_export(services, count, f"syslog {host}:{port}")
+            audit_export(services, count, f"syslog {host}:{port}")
         finally:
             services.close()
         err.print(f"egide: sent {count} entries to {host}:{port} (confirmed by the collector)")
@@ -208,7 +208,7 @@ def export(  # noqa: PLR0917 - Typer passes options as parameters
     services = open_services(load_settings())
     where = str(out_file) if out_file else "standard output"
     try:
-        _audit_export(services, 0, where, started=True)
+        audit_export(services, 0, where, started=True)
     except BaseException:
         services.close()
         raise
@@ -220,7 +220,7 @@ def export(  # noqa: PLR0917 - Typer passes options as parameters
                 fh.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")))
                 fh.write("\n")
                 count += 1
-        _audit_export(services, count, where)
+        audit_export(services, count, where)
     finally:
         services.close()
         if out_file:

@@ -5,7 +5,6 @@ Writing the report is itself an audited act (an `export` of that patient's acces
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -19,28 +18,8 @@ from egide.core.errors import BadRequest
 from egide.core.settings import load_settings
 from egide.db.engine import transaction
 from egide.identity.directory import people_lookup
-from egide.ledger.report import (
-    AccessReport,
-    build_report,
-)
+from egide.ledger.report import produce_report, report_document
 from egide.ledger.report_render import render_html, render_pdf
-from egide.ledger.service import Act, Action, append
-
-
-def report_json(report: AccessReport) -> str:
-    lines = [
-        {**dataclasses.asdict(line), "time": line.time.isoformat().replace("+00:00", "Z")}
-        for line in report.lines
-    ]
-    return json.dumps(
-        {
-            "patient": report.patient_id,
-            "generated": report.generated.isoformat(),
-            "accesses": lines,
-        },
-        ensure_ascii=False,
-        indent=2,
-    )
 
 
 @ledger_app.command("report")
@@ -61,20 +40,13 @@ def report(
     try:
         clock = services.records.clock
         with transaction(services.session_factory) as session:
-            built = build_report(
-                session, patient_id=patient, now=clock.now(), people=people_lookup(session)
-            )
-            append(
+            built, _bundle = produce_report(
                 session,
                 principal=OPERATOR,
+                patient_id=patient,
+                fmt=fmt,
                 clock=clock,
-                act=Act(
-                    Action.EXPORT,
-                    patient=patient,
-                    count=len(built.lines),
-                    purpose="patient access report",
-                    reasons=(f"format {fmt}",),
-                ),
+                people=people_lookup(session),
             )
     finally:
         services.close()
@@ -82,7 +54,11 @@ def report(
         assert out_file is not None
         out_file.write_bytes(render_pdf(built))
     else:
-        text = render_html(built) if fmt == "html" else report_json(built)
+        text = (
+            render_html(built)
+            if fmt == "html"
+            else json.dumps(report_document(built), ensure_ascii=False, indent=2)
+        )
         if out_file:
             out_file.write_text(text, encoding="utf-8")
         else:

@@ -10,6 +10,7 @@ shown in full: the patient learns enough to recognise an abnormal access, not st
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import ipaddress
 import json
@@ -20,8 +21,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from egide.core.clock import Clock
+from egide.core.principal import Principal
 from egide.ledger.auditevent import audit_event
 from egide.ledger.models import LedgerEntry
+from egide.ledger.service import Act, Action, append
 
 
 @dataclass(frozen=True)
@@ -204,5 +208,49 @@ def report_bundle(
         "entry": [
             {"fullUrl": f"urn:uuid:{event['id']}", "resource": audit_event(event)}
             for event in events
+        ],
+    }
+
+
+def produce_report(
+    session: Session,
+    *,
+    principal: Principal,
+    patient_id: str,
+    fmt: str,
+    clock: Clock,
+    people: PeopleLookup | None = None,
+    reasons: tuple[str, ...] = (),
+) -> tuple[AccessReport, dict[str, Any] | None]:
+    """Build the report (and its FHIR Bundle when `fmt` is "fhir") and audit the request in the
+    same transaction: asking who accessed a record is itself an access to it (contract 2)."""
+    now = clock.now()
+    report = build_report(session, patient_id=patient_id, now=now, people=people)
+    bundle = None
+    if fmt == "fhir":
+        bundle = report_bundle(session, patient_id=patient_id, now=now, people=people)
+    append(
+        session,
+        principal=principal,
+        clock=clock,
+        act=Act(
+            Action.EXPORT,
+            patient=patient_id,
+            count=len(report.lines),
+            purpose="patient access report",
+            reasons=(*reasons, f"format {fmt}"),
+        ),
+    )
+    return report, bundle
+
+
+def report_document(report: AccessReport) -> dict[str, Any]:
+    """The report as plain JSON (the `json` format of the API and the CLI)."""
+    return {
+        "patient": report.patient_id,
+        "generated": report.generated.isoformat().replace("+00:00", "Z"),
+        "accesses": [
+            {**dataclasses.asdict(line), "time": line.time.isoformat().replace("+00:00", "Z")}
+            for line in report.lines
         ],
     }

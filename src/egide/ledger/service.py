@@ -17,9 +17,11 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Table, event, insert, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, SessionTransaction
 
 from egide.core.clock import Clock
+from egide.core.errors import StorageFailure
 from egide.core.ids import new_id
 from egide.core.principal import Principal
 from egide.ledger.canonical import canonical_entry
@@ -143,7 +145,12 @@ def flush_pending(session: Session) -> None:
         rows = list(pending)
         pending.clear()
         # Core, not the ORM: one executemany, no per-row bookkeeping.
-        session.execute(insert(_ENTRY_TABLE), rows)
+        try:
+            session.execute(insert(_ENTRY_TABLE), rows)
+        except SQLAlchemyError as exc:
+            # Fail closed with a clear cause: the act's transaction must not commit.
+            msg = "the audit ledger could not be written; the request was not carried out"
+            raise StorageFailure(msg) from exc
 
 
 def discard_pending(session: Session) -> None:

@@ -27,9 +27,6 @@ def run_in_transaction(factory: sessionmaker[Session], work: Callable[[Session],
         with transaction(factory) as session:
             return work(session)
     except IntegrityError as exc:
-        if "ledger_entry" in str(exc.statement or ""):
-            msg = "the audit ledger could not be written; the request was not carried out"
-            raise StorageFailure(msg) from exc
         # Two writers raced for the same version of a resource (or the same new id): the
         # loser's whole unit of work is rolled back and it is told to retry.
         msg = "a concurrent change to the same resource won; read it again and retry"
