@@ -29,7 +29,7 @@ WITH_PG = url="$${EGIDE_TEST_POSTGRES_URL:-}"; \
 	if [ -z "$$url" ]; then $(PG) start; url="$$($(PG) url)"; fi; \
 	export EGIDE_TEST_POSTGRES_URL="$$url"
 
-.PHONY: help venv demo test lint bench lock pg-start pg-stop clean
+.PHONY: help venv demo test lint check-api bench lock pg-start pg-stop clean
 
 help: ## list the targets (the default goal)
 	@echo "Égide development targets:"
@@ -75,6 +75,10 @@ test: venv ## lint, then the test suite on SQLite and PostgreSQL, with coverage
 	@$(WITH_PG); \
 	echo "==> pytest (PostgreSQL: $$EGIDE_TEST_POSTGRES_URL)"; \
 	$(BIN)/pytest --cov=egide --cov-report=term:skip-covered $(PYTEST_ARGS)
+
+check-api: venv ## schemathesis on the OpenAPI of the sign-in pages (PostgreSQL too if EGIDE_TEST_POSTGRES_URL)
+	@echo "==> schemathesis: tests/integration/test_auth_schemathesis.py"
+	@$(BIN)/pytest -q -p no:cacheprovider tests/integration/test_auth_schemathesis.py $(PYTEST_ARGS)
 
 bench: venv ## run every bench/*.py in name order (PostgreSQL test cluster up)
 	@shopt -s nullglob; \

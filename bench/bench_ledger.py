@@ -3,8 +3,8 @@
 What is measured (issue 3, "Must show"), on SQLite in a temporary installation:
 
 1. **Appends per second, in-process batched**: `egide.ledger.service.append` called N times in
-   one transaction, flushed and committed at the end (one INSERT per entry, sent by SQLAlchemy
-   as multi-row batches). This is the path every audited act takes, minus the act. Goal:
+   one transaction, flushed and committed at the end (one driver executemany of rows already
+   in their stored form). This is the path every audited act takes, minus the act. Goal:
    >= 50,000 appends/s. Then the sequencer (`egide.ledger.sequencer.integrate`) turns those N
    committed entries into Merkle leaves (RFC 6962 section 2.1, compact tree) and signs one
    C2SP checkpoint; shown alone and as "append + sequence" end to end.
@@ -14,21 +14,29 @@ What is measured (issue 3, "Must show"), on SQLite in a temporary installation:
    ledger appends per second through the API (checked by counting the entries).
 3. **verify entries per second vs the hashlib floor**: `egide.ledger.verify.verify_ledger` over
    the N entries (reads entries and leaves, recomputes every leaf hash, rebuilds the tree,
-   checks the signed checkpoint), next to the floor measured in the same run: hashing the same
-   canonical bytes, already in memory, with `hashlib.sha256(b"\\x00" + entry)` alone. Goal:
-   verify within 3x the floor. Two more lines say where the time goes: the database read alone
-   (the same SELECT verify runs, rows fetched and dropped), and leaf hashes plus the RFC 6962
-   tree (`merkle.CompactTree`) in memory without the database.
+   checks the signed checkpoint and the stored tree nodes), next to the floor measured in the
+   same run: hashing the same canonical bytes, already in memory, with
+   `hashlib.sha256(b"\\x00" + entry)` alone. Goal: verify within 3x the floor. A second line
+   adds the check that every entry's searchable columns match its hashed bytes (what the CLI
+   runs; an addition beyond the goal's definition). Two more lines say where the time goes:
+   the database read alone (the same SELECT verify runs, rows fetched and dropped), and leaf
+   hashes plus the RFC 6962 tree (`merkle.CompactTree`) in memory without the database.
+
+4. **Inclusion proof latency**: `egide.ledger.proofs.inclusion_for_seq` at the N entries
+   (O(log n) rows: stored tile nodes, `egide.ledger.tiles`), median of 50 leaves spread over
+   the tree, next to the list-based computation it replaced, in the same run: every leaf hash
+   read from `ledger_leaf`, then `merkle.inclusion_proof` over the list (O(n)).
 
 To name the hot spot of appending, the script also times `canonical_json` (RFC 8785, pure
 Python) against `json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)` on
 the same events, checks that the two give identical bytes for them, and prints a cProfile of a
 short batch.
 
-The N-entry batch is built once (N = 100,000; 20,000 with `--quick`); the verify, floor and
-read figures are the best of `--rounds` repeats over it (default 3), verify and its floor
-taking turns in alternating order; the API figure is the best of two runs. The whole script
-takes about a minute on a 2-core machine. Nothing is asserted: it prints, a person compares.
+The append figure is the best of `--rounds` batches of N entries (default 3), each into a fresh
+installation (N = 100,000; 20,000 with `--quick`); the verify, floor and read figures are the
+best of `--rounds` repeats over the last batch, verify and its floor taking turns in
+alternating order; the API figure is the best of two runs. The whole script takes a few
+minutes on a 2-core machine. Nothing is asserted: it prints, a person compares.
 
 Run: `.venv/bin/python bench/bench_ledger.py [--quick] [--rounds N]`.
 """
@@ -40,12 +48,14 @@ import hashlib
 import io
 import json
 import pstats
+import random
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from sqlalchemy import insert, select, text
+from sqlalchemy import select, text
 
 from _common import (
     environment_line,
@@ -62,14 +72,16 @@ from egide.core.principal import Principal
 from egide.db.engine import transaction
 from egide.ledger.canonical import canonical_json
 from egide.ledger.checkpoint import CheckpointVerifier
-from egide.ledger.merkle import CompactTree
+from egide.ledger.merkle import CompactTree, inclusion_proof
 from egide.ledger.models import LedgerEntry, LedgerLeaf
+from egide.ledger.proofs import inclusion_for_seq
 from egide.ledger.sequencer import integrate
-from egide.ledger.service import Act, Action, append
-from egide.ledger.verify import verify_ledger
+from egide.ledger.service import Act, Action, _insert_statement, append
+from egide.ledger.verify import _LEAVES_SQL, _stream, verify_ledger
 
 GOAL_APPENDS = 50_000
 GOAL_VERIFY_RATIO = 3.0
+PROOF_SAMPLES = 50
 
 PRINCIPAL = Principal(
     id="user-0042",
@@ -114,20 +126,24 @@ def append_batch(services: Services, n: int) -> tuple[float, float]:
 
 
 def core_insert_batch(services: Services, source: Services) -> tuple[float, int]:
-    """Seconds to insert the same rows as plain Core executemany (values precomputed, no
-    ORM unit of work, no canonical JSON): what the database itself costs per entry."""
-    table = LedgerEntry.__table__
+    """Seconds to insert the same rows with one driver executemany (values already in their
+    stored form: no entry building, no hashing): what the database itself costs per entry."""
     with transaction(source.session_factory) as session:
         rows = [
-            {c.columns[0].name: getattr(row, c.key) for c in LedgerEntry.__mapper__.column_attrs}
-            for row in session.scalars(select(LedgerEntry).order_by(LedgerEntry.seq))
+            (
+                r.id,
+                r.time.replace(tzinfo=None).isoformat(" ", "microseconds"),
+                r.user,
+                r.patient,
+                r.action,
+                r.canonical,
+            )
+            for r in session.scalars(select(LedgerEntry).order_by(LedgerEntry.seq))
         ]
-    for row in rows:
-        del row["seq"]
 
     def run() -> None:
         with transaction(services.session_factory) as session:
-            session.execute(insert(table), rows)
+            session.connection().exec_driver_sql(_insert_statement("qmark"), rows)
 
     return _timed(run), len(rows)
 
@@ -149,13 +165,16 @@ def sequence(services: Services, n: int) -> float:
     return _timed(run)
 
 
-def verify_rate(services: Services) -> tuple[float, int]:
+def verify_rate(services: Services, *, columns: bool = False) -> tuple[float, int]:
+    """verify_ledger's entries/s: the tree and checkpoints (the goal's measure), and with
+    `columns` also the check that searchable columns match the hashed bytes (the CLI does
+    both)."""
     verifier = CheckpointVerifier(services.signer.verifier_key())
     result: list[int] = []
 
     def run() -> None:
         with transaction(services.session_factory) as session:
-            report = verify_ledger(session, verifier=verifier)
+            report = verify_ledger(session, verifier=verifier, columns=columns)
         assert report.ok, report.faults
         result.append(report.leaves)
 
@@ -200,26 +219,57 @@ def tree_rate(entries: list[bytes]) -> float:
 
 
 def read_rate(services: Services, n: int) -> float:
-    """The SELECT verify_ledger runs, every row fetched and dropped."""
+    """The SELECT verify_ledger runs (ledger.verify), every row fetched and dropped."""
 
     def run() -> None:
         with transaction(services.session_factory) as session:
-            rows = session.execute(
-                select(
-                    LedgerLeaf.leaf_index,
-                    LedgerLeaf.seq,
-                    LedgerLeaf.leaf_hash,
-                    LedgerEntry.canonical,
-                    LedgerEntry.entry_hash,
-                )
-                .outerjoin(LedgerEntry, LedgerEntry.seq == LedgerLeaf.seq)
-                .order_by(LedgerLeaf.leaf_index)
-                .execution_options(yield_per=5000)
-            )
-            for _ in rows:
+            for _rows in _stream(session, _LEAVES_SQL, 0, n):
                 pass
 
     return n / _timed(run)
+
+
+def proof_latency(services: Services, n: int) -> tuple[float, float]:
+    """Median milliseconds of one inclusion proof against the checkpoint of n leaves, each in
+    its own transaction: (`inclusion_for_seq`, from stored nodes; the list-based computation:
+    all n leaf hashes read, then `merkle.inclusion_proof`). Same leaves for both."""
+    verifier = CheckpointVerifier(services.signer.verifier_key())
+    with transaction(services.session_factory) as session:
+        seqs = list(session.scalars(select(LedgerLeaf.seq).order_by(LedgerLeaf.leaf_index)))
+    picks = random.Random(6962).sample(range(n), PROOF_SAMPLES)
+
+    def tiled(index: int) -> float:
+        start = time.perf_counter()
+        with transaction(services.session_factory) as session:
+            proof = inclusion_for_seq(session, seq=seqs[index], size=n, verifier=verifier)
+        elapsed = time.perf_counter() - start
+        assert proof.leaf_index == index
+        return elapsed
+
+    def listed(index: int) -> float:
+        start = time.perf_counter()
+        with transaction(services.session_factory) as session:
+            hashes = [
+                bytes(h)
+                for h in session.scalars(
+                    select(LedgerLeaf.leaf_hash)
+                    .where(LedgerLeaf.leaf_index < n)
+                    .order_by(LedgerLeaf.leaf_index)
+                )
+            ]
+        inclusion_proof(hashes, index)
+        return time.perf_counter() - start
+
+    tiled(picks[0])  # warm-up: connection, statement caches
+    fast, slow = [], []
+    for i, index in enumerate(picks):  # the two take turns, order alternating
+        if i % 2 == 0:
+            fast.append(tiled(index))
+            slow.append(listed(index))
+        else:
+            slow.append(listed(index))
+            fast.append(tiled(index))
+    return 1000 * statistics.median(fast), 1000 * statistics.median(slow)
 
 
 def api_rate(services: Services, requests: int) -> float:
@@ -286,17 +336,32 @@ def main() -> None:
     api_requests = 200 if args.quick else 500
     profiled = 2_000
     print(environment_line())
-    print(f"entries: {n:,}; verify rounds: {rounds} (best shown); SQLite, WAL")
+    print(f"entries: {n:,}; append and verify rounds: {rounds} (best shown); SQLite, WAL")
     print()
 
+    best_calls = best_write = float("inf")
     verify: list[float] = []
+    with_columns: list[float] = []
     floor: list[float] = []
     tree: list[float] = []
     read: list[float] = []
     with temp_dir("egide-bench-ledger-") as root:
+        # Appends: best of `rounds` batches, each into a fresh installation (this machine is
+        # shared and noisy; the best run is the one least disturbed). The last one is kept for
+        # the sequencer and verify figures.
+        for r in range(rounds - 1):
+            scratch = open_installation(Path(root) / f"append-{r}")
+            try:
+                spare = append_batch(scratch, n)
+            finally:
+                scratch.close()
+            if spare[0] + spare[1] < best_calls + best_write:
+                best_calls, best_write = spare
         services = open_installation(Path(root) / "batch")
         try:
             calls_s, write_s = append_batch(services, n)
+            if calls_s + write_s > best_calls + best_write:
+                calls_s, write_s = best_calls, best_write
             append_s = calls_s + write_s
             sequence_s = sequence(services, n)
             entries = canonical_bytes(services)
@@ -310,9 +375,11 @@ def main() -> None:
                     rate, leaves = verify_rate(services)
                 assert leaves == n
                 verify.append(rate)
+                with_columns.append(verify_rate(services, columns=True)[0])
                 tree.append(tree_rate(entries))
                 read.append(read_rate(services, leaves))
             ours, stdlib, same = canonical_rates(entries)
+            proof_ms, list_proof_ms = proof_latency(services, n)
             other = open_installation(Path(root) / "core")
             try:
                 core_s, core_n = core_insert_batch(other, services)
@@ -339,7 +406,7 @@ def main() -> None:
             ["append, batched in one transaction", fmt_rate(best_append), f"{GOAL_APPENDS:,}"],
             ["  of which the append() calls", f"{1e6 * calls_s / n:.0f} us/entry", "-"],
             ["  of which flush + commit", f"{1e6 * write_s / n:.0f} us/entry", "-"],
-            ["  same rows, Core executemany (DB floor)", fmt_rate(core_n / core_s), "-"],
+            ["  same rows, driver executemany (DB floor)", fmt_rate(core_n / core_s), "-"],
             ["sequencer: leaves + 1 signed checkpoint", fmt_rate(n / sequence_s), "-"],
             ["append + sequence, end to end", fmt_rate(n / (append_s + sequence_s)), "-"],
             ["through the API (GET /fhir/Patient?_count=1)", fmt_rate(api), "-"],
@@ -364,7 +431,8 @@ def main() -> None:
     )
     print(
         f"identical bytes on all {len(entries):,} entries: {'yes' if same else 'NO'}; "
-        f"canonical_json is {100 * (1 / ours) / (1 / best_append):.0f}% of one batched append"
+        f"canonical_json alone would be {100 * (1 / ours) / (1 / best_append):.0f}% of one "
+        "batched append, which writes the same bytes field by field (tests hold them equal)"
     )
     print()
 
@@ -385,12 +453,26 @@ def main() -> None:
                 fmt_rate(max(read)),
                 f"{best_floor / max(read):.2f}",
             ],
-            ["egide ledger verify (verify_ledger)", fmt_rate(best_verify), f"{ratio:.2f}"],
+            ["egide ledger verify: tree + checkpoints", fmt_rate(best_verify), f"{ratio:.2f}"],
+            [
+                "  + searchable columns = hashed bytes (CLI)",
+                fmt_rate(max(with_columns)),
+                f"{best_floor / max(with_columns):.2f}",
+            ],
         ],
     )
     verdict = "MET" if ratio <= GOAL_VERIFY_RATIO else "MISSED"
     print(
         f"goal: verify within {GOAL_VERIFY_RATIO:.0f}x the hashlib floor: {verdict} ({ratio:.2f}x)"
+    )
+    print()
+    print(f"Inclusion proofs at {n:,} entries (median of {PROOF_SAMPLES}, one transaction each)")
+    print_table(
+        ["how", "ms/proof"],
+        [
+            ["inclusion_for_seq (stored tile nodes, O(log n) rows)", f"{proof_ms:.2f}"],
+            ["list-based: read all leaf hashes + merkle.inclusion_proof", f"{list_proof_ms:.1f}"],
+        ],
     )
     print()
     print(f"Hot spots of batched appending (cProfile, {profiled:,} appends, by own time):")

@@ -5,7 +5,8 @@
 #   python3-venv  `python3 -m venv` on Debian's own Python (pyenv or python.org builds have it)
 #   postgresql    the server for the PostgreSQL half of the suite (scripts/pg-test-cluster.sh)
 #   fonts-dejavu-core  a Unicode TrueType font for PDF reports (names with any accent)
-# Not needed yet: chromium (browser tests, tests/browser/) will be added here when they land.
+#   chromium      the browser of the browser tests (tests/browser/), driven by Playwright at
+#                 /usr/bin/chromium; `playwright install` is never used (it downloads builds)
 # Python 3.11 itself is a prerequisite, not installed here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,9 +21,10 @@ fi
 "$py" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 bash scripts/pg-test-cluster.sh bindir >/dev/null 2>&1 || missing+=(postgresql)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "==> system prerequisites present: make, Python venv, PostgreSQL, DejaVu fonts"
+    echo "==> system prerequisites present: make, Python venv, PostgreSQL, DejaVu fonts, Chromium"
     exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then

@@ -26,6 +26,9 @@ def make_settings(data_dir: Path, database_url: str | None = None, **extra: obje
         # Cheap KDF for tests; production uses the Settings defaults (Argon2id, 64 MiB).
         "kdf_memory_kib": 64,
         "kdf_iterations": 1,
+        # Cheap password hashing likewise (production: OWASP's m=19 MiB, t=2).
+        "argon2_memory_kib": 64,
+        "argon2_iterations": 1,
     }
     values.update(extra)
     return Settings.model_validate(values)

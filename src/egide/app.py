@@ -12,11 +12,15 @@ from egide import __version__
 from egide.api.application import create_api
 from egide.api.context import ApiContext
 from egide.cli.main import build
-from egide.cli.runtime import Services, open_services, sequence_ledger
+from egide.cli.runtime import Services, background_pass, open_services, open_witness, witness_pusher
 from egide.core.settings import load_settings
+from egide.web import oauth as web_oauth
+from egide.web import views as web_views
+from egide.web.context import WebContext, derive_csrf_key
 
 
 def api_for(services: Services) -> FastAPI:
+    pusher = witness_pusher(services)
     ctx = ApiContext(
         settings=services.settings,
         session_factory=services.session_factory,
@@ -24,12 +28,29 @@ def api_for(services: Services) -> FastAPI:
         version=__version__,
         started=services.records.clock.now(),
         # Each pass signs a checkpoint when the tree grew, so no entry stays uncovered by a
-        # signed checkpoint (and the witness) for longer than the interval.
-        background=lambda: sequence_ledger(services, force=True),
+        # signed checkpoint (and the witness) for longer than the interval, then pushes it to
+        # the remote witnesses (a failing witness is logged and retried, never fatal).
+        background=lambda: background_pass(services, pusher),
         background_interval=services.settings.checkpoint_interval_seconds,
         ledger_vkey=services.signer.verifier_key(),
+        witness=open_witness(services),
     )
-    return create_api(ctx)
+    app = create_api(ctx)
+    # The server-rendered pages at `/` (sign-in, account); they authenticate with the session
+    # cookie only, the API with bearer tokens only.
+    web_views.install(
+        app,
+        WebContext(
+            settings=services.settings,
+            session_factory=services.session_factory,
+            clock=services.records.clock,
+            envelope=services.records.envelope,
+            csrf_key=derive_csrf_key(services.keyring.secret("blind-index")),
+        ),
+    )
+    # SMART App Launch 2: the authorization endpoint is a page (sign-in and consent).
+    web_oauth.install(app)
+    return app
 
 
 def create_app() -> FastAPI:

@@ -461,3 +461,36 @@ def test_demo_curl_examples_are_whole_lines(sqlite_installation: Installation) -
             r'"http://127\.0\.0\.1:8000/fhir/\S+"',
             line,
         ), line
+
+
+def test_demo_prints_a_staff_sign_in_that_works_once_then_asks_for_totp(
+    sqlite_installation: Installation,
+) -> None:
+    out = _flat(sqlite_installation.ok("demo", "--no-serve", "--patients", "5").stdout)
+    found = re.search(r"email (\S+@\S+) password (\S+)", out)
+    assert found, out
+    email, password = found[1], found[2]
+    services = open_services(sqlite_installation.settings())
+    try:
+        with TestClient(api_for(services), base_url="https://testserver") as client:
+            page = client.get("/login")
+            token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert token, page.text
+            answer = client.post(
+                "/login",
+                data={"email": email, "password": password, "csrf": token[1]},
+                follow_redirects=False,
+            )
+            # Staff must enrol a second factor before any session is issued.
+            assert answer.status_code == 303, answer.text
+            assert answer.headers["location"] == "/login/enrol"
+            wrong = client.post(
+                "/login",
+                data={"email": email, "password": password + "x", "csrf": token[1]},
+                follow_redirects=False,
+            )
+            assert wrong.status_code == 401
+    finally:
+        services.close()
+    again = _flat(sqlite_installation.ok("demo", "--no-serve", "--patients", "5").stdout)
+    assert f"{email} (password printed when it was created)" in again

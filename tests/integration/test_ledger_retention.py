@@ -14,7 +14,13 @@ from egide.cli.runtime import Services, sequence_ledger
 from egide.core.errors import BadRequest, Conflict
 from egide.db.engine import transaction
 from egide.ledger.checkpoint import CheckpointVerifier
-from egide.ledger.models import LedgerEntry
+from egide.ledger.models import LedgerEntry, LedgerLeaf
+from egide.ledger.proofs import (
+    check_consistency,
+    check_inclusion,
+    parse_consistency,
+    parse_inclusion,
+)
 from egide.ledger.retention import archive_prefix, open_archive, segment_reader
 from egide.ledger.service import iter_events
 from egide.ledger.verify import Report, verify_ledger
@@ -243,17 +249,29 @@ def test_a_forged_archive_row_does_not_hide_an_erased_prefix(
     assert any("ledger-fake.json is missing" in f for f in report.faults), report.faults
 
 
-def test_proofs_after_archiving_say_so_instead_of_raising_a_false_alarm(
+def test_proofs_after_archiving_are_served_over_the_api(
     client: TestClient,
     services: Services,
     service_token: str,
     two_checkpoints: tuple[int, int, list[dict[str, object]]],
     tmp_path: Path,
 ) -> None:
-    first, second, _ = two_checkpoints
+    """Archiving keeps the leaf hashes: consistency from the archived boundary and inclusion
+    of an archived entry still verify (tests/integration/test_ledger_archived_proofs.py has
+    the rest)."""
+    first, second, archived_events = two_checkpoints
     _archive(services, first, tmp_path)
+    verifier = _verifier(services)
     response = client.get(
         f"/api/ledger/proof/consistency?old={first}&new={second}", headers=headers(service_token)
     )
-    assert response.status_code == 409
-    assert "archived" in response.text
+    assert response.status_code == 200, response.text
+    check_consistency(parse_consistency(response.json()), verifier)
+    with transaction(services.session_factory) as session:
+        seq = session.scalar(select(LedgerLeaf.seq).where(LedgerLeaf.leaf_index == 0))
+    response = client.get(f"/api/ledger/proof/inclusion?seq={seq}", headers=headers(service_token))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["archived"] is True
+    assert check_inclusion(parse_inclusion(body), verifier).size == second
+    assert archived_events[0]["id"] not in response.text

@@ -7,6 +7,7 @@ and shows that `verify_ledger` reports the fault (and names the entry when it ca
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -106,7 +107,6 @@ def test_a_consistent_rewrite_is_caught_by_the_checkpoint(
 ) -> None:
     """The attacker recomputes the entry's hash and the leaf copy too: only the signed root
     can tell, and it does."""
-    import hashlib  # noqa: PLC0415
 
     seq = _seq_of_leaf(services, 2)
 
@@ -119,8 +119,8 @@ def test_a_consistent_rewrite_is_caught_by_the_checkpoint(
         forged = body.replace(b'"success"', b'"denied"', 1)
         digest = hashlib.sha256(b"\x00" + forged).digest()
         conn.execute(
-            text("UPDATE ledger_entry SET canonical = :c, entry_hash = :h WHERE seq = :s"),
-            {"c": forged, "h": digest, "s": seq},
+            text("UPDATE ledger_entry SET canonical = :c WHERE seq = :s"),
+            {"c": forged, "s": seq},
         )
         conn.execute(
             text("UPDATE ledger_leaf SET leaf_hash = :h WHERE seq = :s"), {"h": digest, "s": seq}
@@ -178,7 +178,7 @@ def test_an_inserted_entry_is_caught(services: Services, database: Database, sea
         conn.execute(text(f"INSERT INTO ledger_entry ({columns}) VALUES ({params})"), values)
         conn.execute(
             text("INSERT INTO ledger_leaf (leaf_index, seq, leaf_hash) VALUES (2, 10000, :h)"),
-            {"h": values["entry_hash"]},
+            {"h": hashlib.sha256(b"\x00" + bytes(values["canonical"])).digest()},
         )
 
     _tamper(services, database, edit)
@@ -298,3 +298,66 @@ def test_cutting_the_uncovered_tail_is_caught(
     assert any(
         f"integrated {sealed + 2} leaves, only {sealed} remain" in f for f in report.faults
     ), report.faults
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("patient", "someone-else"),  # hides an access from the patient's own report
+        ("user", "another-account"),  # pins it on someone else
+        ("action", "search"),
+        ("time", "2001-01-01 00:00:00.000000"),
+    ],
+)
+def test_a_changed_searchable_column_is_caught(
+    services: Services, database: Database, sealed: int, column: str, value: str
+) -> None:
+    """The bytes and the tree are untouched; only the copy that searches use is changed."""
+    seq = _seq_of_leaf(services, 1)
+
+    def edit(conn: Connection) -> None:
+        bind = (
+            "CAST(:v AS TIMESTAMPTZ)" if column == "time" and database.backend != "sqlite" else ":v"
+        )
+        conn.execute(
+            text(f'UPDATE ledger_entry SET "{column}" = {bind} WHERE seq = :s'),
+            {"v": value, "s": seq},
+        )
+
+    _tamper(services, database, edit)
+    report = _verify(services)
+    message = (
+        f"entry seq {seq}: its searchable columns (id, time, user, patient, action) differ "
+        "from its hashed bytes"
+    )
+    assert report.faults == [message]
+
+
+def test_a_changed_tree_node_is_caught(
+    client: TestClient, services: Services, database: Database, service_token: str
+) -> None:
+    """The proofs' node cache (ledger_node) is checked against the leaves too: an edited
+    node would make proofs fail, and verify says which one."""
+    pid = create(client, service_token, patient())["id"]
+    for _ in range(20):  # at least 16 leaves: one level-4 node
+        client.get(f"/fhir/Patient/{pid}", headers=headers(service_token))
+    sequence_ledger(services, force=True)
+    assert _verify(services).ok
+
+    def edit(conn: Connection) -> None:
+        if database.backend == "postgresql":
+            conn.execute(text("ALTER TABLE ledger_node DISABLE TRIGGER USER"))
+        conn.execute(
+            text('UPDATE ledger_node SET hash = :h WHERE level = 4 AND "index" = 0'),
+            {"h": b"\x00" * 32},
+        )
+        if database.backend == "postgresql":
+            conn.execute(text("ALTER TABLE ledger_node ENABLE TRIGGER USER"))
+
+    _tamper(services, database, edit)
+    report = _verify(services)
+    message = (
+        "the stored tree node at level 4, index 0 does not match the leaves: proofs through "
+        "it are refused until it is repaired"
+    )
+    assert report.faults == [message]

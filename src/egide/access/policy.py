@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from egide.access.permissions import ROLE_PERMISSIONS, Permission, Role
+from egide.access.scopes import scope_allows_any
 from egide.core.principal import Decision, Principal
 
 # Resources that a secretary may see: who the patient is and when they come (issue 5: clinical
@@ -17,6 +18,10 @@ class Operation(StrEnum):
     READ = "read"
     SEARCH = "search"
     WRITE = "write"
+
+
+# The SMART interaction letters (access.scopes) any of which allows an operation.
+_SCOPE_LETTERS = {Operation.READ: "rs", Operation.SEARCH: "s", Operation.WRITE: "cud"}
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,14 @@ def decide(principal: Principal, operation: Operation, target: Target) -> Decisi
     permission = required_permission(target, operation)
     if permission not in ROLE_PERMISSIONS[role]:
         return Decision.deny(f"role {role} lacks permission {permission}")
+    # SMART scopes bound the role, never widen it (access-control issue, item 7). The API
+    # checks the exact interaction letter first; here, behind it, an operation passes when any
+    # of its letters is granted (a search result is read: `r` or `s`).
+    letters = _SCOPE_LETTERS[operation]
+    if principal.scopes is not None and not scope_allows_any(
+        principal.scopes, target.resource_type, letters
+    ):
+        return Decision.deny(f"the token's scopes do not allow {operation} {target.resource_type}")
     if role is Role.PATIENT and target.patient_data:
         if principal.patient_id is None or target.patient_id != principal.patient_id:
             return Decision.deny("outside the patient's own compartment")

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from egide.api import audit, fhir, ledger, report
+from egide.api import audit, fhir, ledger, oauth, report, witness
 from egide.api.context import ApiContext
 from egide.api.responses import (
     egide_error_handler,
@@ -91,7 +91,9 @@ def create_api(ctx: ApiContext) -> FastAPI:
         return JSONResponse({"status": "ok", "version": ctx.version})
 
     audit.install(app)
+    oauth.install(app)  # before fhir: /fhir/.well-known/... is not a resource read
     fhir.install(app)
     ledger.install(app)
     report.install(app)
+    witness.install(app)
     return app

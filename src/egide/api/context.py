@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session, sessionmaker
 
 from egide.core.settings import Settings
+from egide.ledger.witness_store import Witness
 from egide.records.repository import RecordServices
 
 
@@ -26,3 +27,5 @@ class ApiContext:
     # The ledger's signed-note verifier key (C2SP vkey), served at /api/ledger/public-key and
     # used to self-check proofs against signed roots before they are served.
     ledger_vkey: str | None = None
+    # This instance as a witness of other logs (C2SP tlog-witness, /api/witness); None: off.
+    witness: Witness | None = None

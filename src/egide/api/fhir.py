@@ -22,11 +22,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
+from egide.access.scopes import scope_allows
 from egide.api.context import ApiContext
 from egide.api.responses import fhir_response, outcome_response
 from egide.core.errors import (
     BadRequest,
     EgideError,
+    Forbidden,
     Issue,
     NotFound,
     PayloadTooLarge,
@@ -39,6 +41,7 @@ from egide.fhir.capability import capability_statement
 from egide.fhir.outcome import informational
 from egide.fhir.search import parse_search_query
 from egide.fhir.validation import parse_json, resource_types
+from egide.identity.oauth import authenticate_access_token, looks_like_access_token
 from egide.identity.tokens import authenticate
 from egide.ledger.service import Act, Action, Outcome, append
 from egide.records.bundles import process_bundle
@@ -72,11 +75,14 @@ async def principal_of(request: Request) -> Principal:
     scheme, _, token = header.partition(" ")
     token = token.strip()
 
-    def work(session: Session) -> Principal | None:
+    def work(session: Session) -> Principal | str | None:
         if scheme.lower() == "bearer" and token:
             found = authenticate(session, token=token, clock=ctx.records.clock)
+            if found is None and looks_like_access_token(token):
+                # An OAuth access token (SMART App Launch 2, Backend Services).
+                found = authenticate_access_token(session, token=token, clock=ctx.records.clock)
             if found is not None:
-                return found
+                return _within_scopes(session, request, found, ctx)
         anonymous = Principal(
             id="anonymous", role="anonymous", ip=ip, device=device, request_id=request_id
         )
@@ -93,7 +99,116 @@ async def principal_of(request: Request) -> Principal:
     if found is None:
         msg = "a valid bearer token is required"
         raise Unauthorized(msg)
+    if isinstance(found, str):
+        raise Forbidden(found)
     return found.with_request(ip=ip, device=device, request_id=request_id)
+
+
+_LETTER_OF = {"GET": "s", "POST": "c"}
+_INSTANCE_LETTER_OF = {"GET": "r", "PUT": "u", "DELETE": "d"}
+
+
+def scope_requirement(request: Request) -> tuple[str, str] | None:
+    """The SMART scope a request needs, as (resource type or "*", interaction letter), from
+    its matched route (SMART App Launch 2, "Scopes for requesting FHIR resources"): search and
+    type or system history need `s`, read, vread and instance history `r`, create `c`, update
+    `u`, delete `d`. ("", "") for a batch or transaction (each entry is checked when the
+    Bundle is read); None when the route is not a FHIR interaction (refused to scoped tokens).
+    """
+    template = getattr(request.scope.get("route"), "path", "")
+    if template != "/fhir" and not template.startswith("/fhir/"):
+        return None
+    segments = template.split("/")[2:]
+    method = request.method
+    if not segments:
+        return ("", "") if method == "POST" else None
+    if segments == ["_history"]:
+        return ("*", "s") if method == "GET" else None
+    resource_type = str(request.path_params.get("resource_type", segments[0]))
+    rest = segments[1:]
+    if not rest:
+        letter = _LETTER_OF.get(method)
+    elif rest[0] in ("_search", "_history"):
+        letter = "s" if len(rest) == 1 and method in ("GET", "POST") else None
+    elif len(rest) == 1:
+        letter = _INSTANCE_LETTER_OF.get(method)
+    else:
+        letter = "r" if method == "GET" else None
+    return None if letter is None else (resource_type, letter)
+
+
+def _within_scopes(
+    session: Session, request: Request, principal: Principal, ctx: ApiContext
+) -> Principal | str:
+    """The principal, or the reason of a refusal (audited) when its token's scopes do not
+    allow this request: scopes bound what an OAuth token may do (ASVS 5.0 V10.3.2)."""
+    if principal.scopes is None:
+        return principal
+    needed = scope_requirement(request)
+    if needed is not None and (needed == ("", "") or scope_allows(principal.scopes, *needed)):
+        return principal
+    what = "this endpoint" if needed is None else f"{needed[1]} on {needed[0][:64]}"
+    reason = f"the token's scopes do not allow {what}"
+    _audit_scope_denial(session, principal, ctx, reason, None if needed is None else needed[0])
+    return reason
+
+
+def _audit_scope_denial(
+    session: Session,
+    principal: Principal,
+    ctx: ApiContext,
+    reason: str,
+    resource_type: str | None,
+) -> None:
+    append(
+        session,
+        principal=principal,
+        clock=ctx.records.clock,
+        act=Act(
+            Action.LOGIN_FAILED,
+            Outcome.DENIED,
+            resource_type=None if resource_type is None else resource_type[:64],
+            count=0,
+            reasons=(reason, "scopes " + " ".join(sorted(principal.scopes or ()))),
+        ),
+    )
+
+
+_BUNDLE_LETTER = {"POST": "c", "PUT": "u", "DELETE": "d"}
+
+
+async def check_bundle_scopes(
+    request: Request, principal: Principal, bundle: dict[str, Any]
+) -> None:
+    """Refuse (audited) a batch or transaction with an entry the token's scopes do not allow
+    (the records layer decides on each entry again, behind this check)."""
+    if principal.scopes is None:
+        return
+    ctx = _ctx(request)
+    entries = bundle.get("entry") or []
+    for entry in entries if isinstance(entries, list) else [None]:
+        asked = entry.get("request") if isinstance(entry, dict) else None
+        method = asked.get("method") if isinstance(asked, dict) else None
+        url = asked.get("url") if isinstance(asked, dict) else None
+        if not isinstance(method, str) or not isinstance(url, str):
+            msg = "every Bundle entry needs request.method and request.url"
+            raise BadRequest(msg)
+        path = url.split("?", 1)[0].strip("/").split("/")
+        if method == "GET":
+            letter = "r" if len(path) >= 2 and not path[1].startswith(("_", "$")) else "s"
+        else:
+            letter = _BUNDLE_LETTER.get(method, "")
+        resource_type = "*" if path[0] in ("", "_history") else path[0]
+        if not scope_allows(principal.scopes, resource_type, letter):
+            msg = f"the token's scopes do not allow {method[:8]} {resource_type[:64]} in a Bundle"
+            await run_in_threadpool(
+                run_in_transaction,
+                ctx.session_factory,
+                lambda s, msg=msg, kind=resource_type: _audit_scope_denial(
+                    s, principal, ctx, msg, kind
+                ),
+            )
+            raise Forbidden(msg)
 
 
 async def _run(request: Request, principal: Principal, work: Callable[[Repository], T]) -> T:
@@ -256,6 +371,30 @@ def _capability(base: str, version: str, started: dt.datetime) -> dict[str, Any]
                     )
                 ],
             )
+    # SMART App Launch 2 ("Conformance"): the OAuth endpoints, also in
+    # /fhir/.well-known/smart-configuration (api.oauth).
+    root = base.removesuffix("/fhir")
+    statement["rest"][0].setdefault("security", {}).update(
+        service=[
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR",
+                    }
+                ]
+            }
+        ],
+        extension=[
+            {
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [
+                    {"url": "authorize", "valueUri": f"{root}/oauth/authorize"},
+                    {"url": "token", "valueUri": f"{root}/oauth/token"},
+                ],
+            }
+        ],
+    )
     return statement
 
 
@@ -264,6 +403,7 @@ async def batch_or_transaction(
     request: Request, principal: Principal = Depends(principal_of)
 ) -> Response:
     bundle = await _body(request)
+    await check_bundle_scopes(request, principal, bundle)
     base = base_url(request)
     result = await _run(request, principal, lambda repo: process_bundle(repo, bundle, base=base))
     return fhir_response(result)

@@ -12,7 +12,8 @@ the ledger's verifier key checks what it receives here without trusting the serv
 * `GET /api/ledger/public-key`: the signed-note verifier key. A client should pin the key it
   got out of band (`egide ledger public-key` on the server); this copy is a convenience.
 
-Any valid bearer token may call these routes (`principal_of`): proofs and checkpoints carry
+Any valid bearer token may call these routes (`principal_of`), proofs at most
+`proof_rate_per_minute` times a minute per account (429 beyond): proofs and checkpoints carry
 hashes only — a leaf hash and subtree hashes, never an entry's content or a patient id — so
 they reveal nothing about who accessed what. For the same reason, and because each would grow
 the ledger it is proving, serving them is not itself a ledger entry (failed authentication
@@ -32,8 +33,9 @@ from sqlalchemy.orm import Session
 from egide.api.context import ApiContext
 from egide.api.fhir import principal_of
 from egide.api.responses import NO_STORE
-from egide.core.errors import NotFound, StorageFailure
+from egide.core.errors import NotFound, StorageFailure, TooManyRequests
 from egide.core.principal import Principal
+from egide.core.ratelimit import RateLimiter
 from egide.db.engine import transaction
 from egide.ledger.checkpoint import CheckpointVerifier
 from egide.ledger.proofs import (
@@ -114,7 +116,7 @@ async def inclusion(
     principal: Principal = Depends(principal_of),
 ) -> JSONResponse:
     """RFC 9162 2.1.3 inclusion proof of entry `seq` against a signed checkpoint."""
-    del principal
+    _throttle(request, principal)
     verifier = _verifier(_ctx(request))
     proof = await _read(
         request, lambda s: inclusion_for_seq(s, seq=seq, size=size, verifier=verifier)
@@ -132,7 +134,7 @@ async def consistency(
     principal: Principal = Depends(principal_of),
 ) -> JSONResponse:
     """RFC 9162 2.1.4 consistency proof between two signed checkpoints."""
-    del principal
+    _throttle(request, principal)
     verifier = _verifier(_ctx(request))
     proof = await _read(
         request,
@@ -152,8 +154,19 @@ async def public_key(request: Request, principal: Principal = Depends(principal_
     return _text(vkey + "\n")
 
 
+def _throttle(request: Request, principal: Principal) -> None:
+    """Proofs cost a few database reads each (O(log n) rows, ledger.tiles): bounded per
+    account so one token cannot keep the database busy (ASVS 5.0 V2.4.1)."""
+    limiter: RateLimiter = request.app.state.proof_limiter
+    if not limiter.allow(principal.id):
+        msg = "too many proof requests; try again in a minute"
+        raise TooManyRequests(msg)
+
+
 def install(app: Any) -> None:
     """Attach the ledger router to an application."""
+    ctx: ApiContext = app.state.egide
+    app.state.proof_limiter = RateLimiter(ctx.settings.proof_rate_per_minute)
     app.include_router(router)
 
 

@@ -22,7 +22,14 @@ from pathlib import Path
 import typer
 
 from egide.cli.console import cli_errors, err, out, progress
-from egide.cli.runtime import OPERATOR, Services, open_services, sequence_ledger
+from egide.cli.runtime import (
+    OPERATOR,
+    Services,
+    open_services,
+    push_to_witnesses,
+    sequence_ledger,
+    witness_pusher,
+)
 from egide.core.errors import BadRequest
 from egide.core.settings import load_settings
 from egide.db.engine import transaction
@@ -80,6 +87,43 @@ def public_key() -> None:
         sys.stdout.write(services.signer.verifier_key() + "\n")
     finally:
         services.close()
+
+
+@ledger_app.command("witness-key")
+@cli_errors
+def witness_key() -> None:
+    """Print this instance's witness verifier key (C2SP tlog-cosignature vkey), for the logs
+    that push their checkpoints here to check its cosignatures."""
+    services = open_services(load_settings())
+    try:
+        sys.stdout.write(services.witness_signer.verifier_key() + "\n")
+    finally:
+        services.close()
+
+
+@ledger_app.command("witness-push")
+@cli_errors
+def witness_push() -> None:
+    """Push the latest signed checkpoint to every configured witness now (EGIDE_WITNESS_URLS)
+    and print each one's answer; exit 1 if any witness did not cosign it."""
+    services = open_services(load_settings())
+    try:
+        pusher = witness_pusher(services)
+        if pusher is None:
+            msg = "no witness is configured: set EGIDE_WITNESS_URLS and EGIDE_WITNESS_KEYS"
+            raise BadRequest(msg)
+        results = push_to_witnesses(services, pusher, force=True, log_failures=False)
+    finally:
+        services.close()
+    failed = False
+    for result in results:
+        if result.ok:
+            out.print(f"{result.url}: ok: {result.message}", markup=False)
+        else:
+            failed = True
+            err.print(f"egide: witness {result.url}: {result.message}", markup=False)
+    if failed:
+        raise typer.Exit(1)
 
 
 @ledger_app.command("verify")

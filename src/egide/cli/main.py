@@ -9,6 +9,7 @@ import the API room.
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -19,9 +20,11 @@ from sqlalchemy.orm import Session
 from egide import __version__
 from egide.cli import archive as _archive  # noqa: F401 - registers `egide ledger archive`
 from egide.cli import report as _report  # noqa: F401 - registers `egide ledger report`
+from egide.cli.clients import client_app
 from egide.cli.console import cli_errors, err, fail, out, progress
 from egide.cli.ledger import ledger_app
 from egide.cli.runtime import OPERATOR, Services, initialise, is_initialised, open_services
+from egide.cli.users import user_app
 from egide.core.settings import Settings, load_settings
 from egide.db.engine import transaction
 from egide.identity.tokens import create_token
@@ -61,6 +64,8 @@ keys_app = typer.Typer(no_args_is_help=True, help="Key-encryption keys.")
 app.add_typer(token_app, name="token")
 app.add_typer(keys_app, name="keys")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(user_app, name="user")
+app.add_typer(client_app, name="client")
 
 
 @app.command()
@@ -210,6 +215,7 @@ def demo(
             services,
             Act(Action.TOKEN_CREATE, count=2, reasons=("demo tokens",)),
         )
+    staff_login = _demo_staff_account(services)
     base = f"http://{host}:{port}"
     out.print(f"""
 [bold]Égide demo clinic[/bold] — {summary.describe()}
@@ -223,6 +229,9 @@ def demo(
   Patient token (patient {summary.first_patient}, own record only):
 {patient_token}
 
+  Sign in at {base}/login (staff: a TOTP authenticator app is enrolled at first sign-in):
+{staff_login}
+
   Try:
 curl -H "Authorization: Bearer {service_token}" "{base}/fhir/Patient?family=martin"
 curl -H "Authorization: Bearer {patient_token}" "{base}/fhir/Observation"
@@ -231,6 +240,44 @@ curl -H "Authorization: Bearer {patient_token}" "{base}/fhir/Observation"
         run_server(_factory()(services), host, port)
     else:
         services.close()
+
+
+DEMO_STAFF_EMAIL = "dr.demo@clinic.example"
+
+
+def _demo_staff_account(services: Services) -> str:
+    """A physician account for the demo with a fresh random password, printed once."""
+    from egide.identity.accounts import (  # noqa: PLC0415 - demo only
+        accept_invitation,
+        create_account,
+        find_account,
+    )
+
+    clock = services.records.clock
+    with transaction(services.session_factory) as session:
+        if find_account(session, email=DEMO_STAFF_EMAIL) is not None:
+            return f"    {DEMO_STAFF_EMAIL} (password printed when it was created)"
+        _account, invitation = create_account(
+            session,
+            email=DEMO_STAFF_EMAIL,
+            name="Dr Camille Demo",
+            role="physician",
+            clock=clock,
+            settings=services.settings,
+            envelope=services.records.envelope,
+            actor=OPERATOR,
+        )
+        password = secrets.token_urlsafe(12)  # 96 random bits
+        accept_invitation(
+            session,
+            token=invitation,
+            password=password,
+            clock=clock,
+            settings=services.settings,
+            ip=None,
+            device="egide demo",
+        )
+    return f"    email {DEMO_STAFF_EMAIL}   password {password}"
 
 
 def build(asgi_factory: AsgiFactory) -> typer.Typer:

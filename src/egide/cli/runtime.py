@@ -8,16 +8,20 @@ database it protects (OWASP ASVS 5.0 V13.3.1).
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from egide.core.clock import Clock, SystemClock
-from egide.core.errors import BadRequest
+from egide.core.errors import BadRequest, StorageFailure
 from egide.core.ids import RandomSource, SystemRandom
 from egide.core.principal import Principal
 from egide.core.settings import Settings
@@ -28,9 +32,16 @@ from egide.crypto.errors import KeyringError
 from egide.crypto.keyring import FileKeyProvider
 from egide.db.engine import make_engine, make_session_factory, transaction
 from egide.db.migrate import upgrade
-from egide.ledger.checkpoint import CheckpointSigner
-from egide.ledger.sequencer import Integrated, integrate, write_witness
+from egide.identity.login import Purged, purge_expired
+from egide.ledger.checkpoint import CheckpointError, CheckpointSigner, CheckpointVerifier
+from egide.ledger.proofs import consistency_proof_for
+from egide.ledger.sequencer import Integrated, integrate, latest_checkpoint, write_witness
+from egide.ledger.witness import CosignatureVerifier, WitnessSigner
+from egide.ledger.witness_push import PushResult, WitnessPusher
+from egide.ledger.witness_store import Witness
 from egide.records.repository import RecordServices
+
+logger = logging.getLogger("egide.witness")
 
 # Acts of the local operator (init, tokens, keys, ledger maintenance) are audited under this
 # principal: whoever has shell access to the server and its keyring.
@@ -47,6 +58,8 @@ class Services:
     keyring: FileKeyProvider
     records: RecordServices
     signer: CheckpointSigner
+    # This instance's key as a witness of other logs (C2SP tlog-cosignature).
+    witness_signer: WitnessSigner
 
     def close(self) -> None:
         self.engine.dispose()
@@ -135,10 +148,30 @@ def open_services(
         clock=clock,
         random=random,
     )
-    signer = CheckpointSigner(
-        name=settings.ledger_origin, seed=keyring.secret("ledger-signing-seed")
+    ledger_seed = keyring.secret("ledger-signing-seed")
+    signer = CheckpointSigner(name=settings.ledger_origin, seed=ledger_seed)
+    witness_signer = WitnessSigner(
+        name=settings.effective_witness_name, seed=_witness_seed(ledger_seed)
     )
-    return Services(settings, engine, make_session_factory(engine), keyring, records, signer)
+    return Services(
+        settings,
+        engine,
+        make_session_factory(engine),
+        keyring,
+        records,
+        signer,
+        witness_signer,
+    )
+
+
+def _witness_seed(ledger_seed: bytes) -> bytes:
+    """The witness's Ed25519 seed, derived from the keyring's ledger seed with HKDF-SHA256
+    (RFC 5869) under its own label: a distinct key (tlog-cosignature wants one key per
+    cosigner), one-way (the witness key does not reveal the ledger key), and no change to the
+    keyring's format, so existing keyrings open unchanged and backups need nothing new."""
+    return HKDF(
+        algorithm=SHA256(), length=32, salt=None, info=b"egide/witness-signing-seed/v1"
+    ).derive(ledger_seed)
 
 
 def sequence_ledger(services: Services, *, force: bool = False) -> Integrated:
@@ -156,4 +189,105 @@ def sequence_ledger(services: Services, *, force: bool = False) -> Integrated:
         )
     if done.note is not None and done.checkpoint is not None:
         write_witness(settings.effective_witness_dir, done.note, size=done.checkpoint.size)
+    return done
+
+
+# --------------------------------------------------------------------------- witnesses
+
+
+def open_witness(services: Services) -> Witness:
+    """This instance as a witness of the logs in `witness_logs` (C2SP tlog-witness)."""
+    settings = services.settings
+    logs: dict[str, list[CheckpointVerifier]] = {}
+    for origin, vkeys in settings.witness_logs.items():
+        try:
+            logs[origin] = [CheckpointVerifier(vkey) for vkey in vkeys]
+        except ValueError as exc:
+            msg = f"invalid verifier key for witnessed log {origin!r}: {exc}"
+            raise BadRequest(msg) from None
+    return Witness(
+        directory=settings.effective_witness_dir,
+        signer=services.witness_signer,
+        logs=logs,
+        clock=services.records.clock,
+    )
+
+
+def witness_pusher(
+    services: Services, *, transport: httpx.BaseTransport | None = None
+) -> WitnessPusher | None:
+    """The pusher to `witness_urls`, or None when no witness is configured."""
+    settings = services.settings
+    if not settings.witness_urls:
+        return None
+    if not settings.witness_keys:
+        # Without them no cosignature could be checked, and every push would fail.
+        msg = "witness_urls is set but witness_keys is empty: give each witness's key"
+        raise BadRequest(msg)
+    try:
+        verifiers = [CosignatureVerifier(vkey) for vkey in settings.witness_keys]
+    except ValueError as exc:
+        msg = f"invalid witness key (witness_keys): {exc}"
+        raise BadRequest(msg) from None
+    return WitnessPusher(
+        urls=settings.witness_urls,
+        verifiers=verifiers,
+        state_dir=settings.witness_state_dir,
+        cosignature_dir=settings.effective_witness_dir / "cosignatures",
+        clock=services.records.clock,
+        timeout=settings.witness_timeout_seconds,
+        transport=transport,
+    )
+
+
+def push_to_witnesses(
+    services: Services, pusher: WitnessPusher, *, force: bool = False, log_failures: bool = True
+) -> list[PushResult]:
+    """Push the latest signed checkpoint to every witness; each result says how it went.
+    BadRequest when the ledger has no checkpoint yet."""
+    with transaction(services.session_factory) as session:
+        row = latest_checkpoint(session)
+        note = bytes(row.note) if row is not None else None
+    if note is None:
+        msg = "the ledger has no signed checkpoint yet: run `egide ledger checkpoint`"
+        raise BadRequest(msg)
+    # Our own note, checked with our own key before it leaves: never push what does not verify.
+    verifier = CheckpointVerifier(services.signer.verifier_key())
+    try:
+        checkpoint = verifier.verify(note, expected_origin=services.settings.ledger_origin)
+    except CheckpointError as exc:
+        msg = f"ledger integrity fault: the latest checkpoint does not verify ({exc})"
+        raise StorageFailure(msg) from None
+
+    def proof_from(old_size: int) -> list[bytes]:
+        with transaction(services.session_factory) as session:
+            return consistency_proof_for(
+                session, old_size=old_size, new_size=checkpoint.size, verifier=verifier
+            ).proof
+
+    return pusher.push(note, checkpoint, proof_from, force=force, log_failures=log_failures)
+
+
+def purge_identity(services: Services) -> Purged:
+    """Delete ended sign-in throttle windows and spent or expired pending sign-ins, in a
+    transaction of its own (`identity.login.purge_expired`)."""
+    with transaction(services.session_factory) as session:
+        return purge_expired(session, clock=services.records.clock)
+
+
+def background_pass(services: Services, pusher: WitnessPusher | None = None) -> Integrated:
+    """What the server runs every interval: a sequencer pass (a checkpoint when the tree grew),
+    then the latest checkpoint pushed to the witnesses, then the sign-in housekeeping. A
+    witness's or the housekeeping's failure is logged, never raised: neither must stop the
+    ledger (both are retried on a later pass)."""
+    done = sequence_ledger(services, force=True)
+    try:
+        purge_identity(services)
+    except Exception:
+        logger.exception("purging expired sign-in rows failed")
+    if pusher is not None:
+        try:
+            push_to_witnesses(services, pusher)
+        except Exception:
+            logger.exception("pushing the checkpoint to the witnesses failed")
     return done

@@ -100,6 +100,12 @@ class UnsupportedMediaType(EgideError):
     status, code = 415, "not-supported"
 
 
+class TooManyRequests(EgideError):
+    """The caller has asked too often; try again later (RFC 6585 section 4)."""
+
+    status, code = 429, "throttled"
+
+
 class Unprocessable(EgideError):
     """The resource is well-formed JSON but not a valid FHIR R4 resource."""
 

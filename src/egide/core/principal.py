@@ -21,11 +21,16 @@ class Principal:
     ip: str | None = None
     device: str | None = None
     request_id: str | None = None
+    # The SMART scopes of an OAuth access token: an upper bound on what this caller may do
+    # (access.scopes). None: not limited by scopes (sessions, `egide_` API tokens).
+    scopes: frozenset[str] | None = None
 
     def with_request(
         self, *, ip: str | None, device: str | None, request_id: str | None
     ) -> Principal:
-        return Principal(self.id, self.role, self.name, self.patient_id, ip, device, request_id)
+        return Principal(
+            self.id, self.role, self.name, self.patient_id, ip, device, request_id, self.scopes
+        )
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Identity room: who the caller is.
 
-For now, API bearer tokens for services and integrations (256-bit random, stored only as
-SHA-256 hashes, each bound to a role). Accounts, passwords, MFA and sessions arrive with the
-identity issue behind the same `authenticate -> Principal` interface.
+People sign in with a password and a second factor (`login`), hold a web session (`sessions`)
+and are managed through `accounts`; services and integrations use API bearer tokens
+(`tokens`). Secrets are stored only as hashes or sealed (DESIGN.md contract 4), and every
+security event goes to the ledger. Patient-data code receives a `Principal`, never an account.
 """

@@ -84,6 +84,7 @@ _REST = _coding(_EVENT_TYPE, "rest", "Restful Operation")
 _USER_AUTH = _coding(_DCM, "110114", "User Authentication")
 _SECURITY_ALERT = _coding(_DCM, "110113", "Security Alert")
 _LOGIN = _coding(_DCM, "110122", "Login")
+_USER_SECURITY_ATTRIBUTES = _coding(_DCM, "110137", "User Security Attributes Changed")
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,21 @@ _KINDS: Mapping[str, EventKind] = {
     "token_create": EventKind(
         _SECURITY_ALERT, _coding(_DCM, "110137", "User Security Attributes Changed"), "C"
     ),
+    # Accounts and their factors (the identity issue): changes of a user's security
+    # attributes; a revoked session is a logout the user did not ask for.
+    "account_create": EventKind(_SECURITY_ALERT, _USER_SECURITY_ATTRIBUTES, "C"),
+    "account_disable": EventKind(_SECURITY_ALERT, _USER_SECURITY_ATTRIBUTES, "U"),
+    "account_enable": EventKind(_SECURITY_ALERT, _USER_SECURITY_ATTRIBUTES, "U"),
+    "account_lock": EventKind(_SECURITY_ALERT, _USER_SECURITY_ATTRIBUTES, "U"),
+    "account_role_change": EventKind(_SECURITY_ALERT, _USER_SECURITY_ATTRIBUTES, "U"),
+    "account_unlock": EventKind(_SECURITY_ALERT, _USER_SECURITY_ATTRIBUTES, "U"),
+    "mfa_enrol": EventKind(_SECURITY_ALERT, _USER_SECURITY_ATTRIBUTES, "U"),
+    "mfa_reset": EventKind(_SECURITY_ALERT, _USER_SECURITY_ATTRIBUTES, "U"),
+    # A passkey (a WebAuthn credential record) removed by its holder: like an MFA reset, a
+    # change of the user's security attributes, not a deletion of data.
+    "passkey_remove": EventKind(_SECURITY_ALERT, _USER_SECURITY_ATTRIBUTES, "U"),
+    "password_change": EventKind(_SECURITY_ALERT, _USER_SECURITY_ATTRIBUTES, "U"),
+    "session_revoke": EventKind(_USER_AUTH, _coding(_DCM, "110123", "Logout"), "E"),
     "system_init": EventKind(
         _coding(_DCM, "110100", "Application Activity"),
         _coding(_DCM, "110120", "Application Start"),

@@ -45,6 +45,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointSigner",
     "CheckpointVerifier",
+    "check_key_name",
     "key_id",
 ]
 
@@ -94,9 +95,19 @@ def _b64decode(text: str) -> bytes:
     return raw
 
 
-def key_id(name: str, public_key: bytes) -> bytes:
-    """The 4-byte signed-note key ID of an Ed25519 key: SHA-256(name || 0x0A || 0x01 || key)[:4]."""
-    return hashlib.sha256(name.encode("utf-8") + b"\n" + _ED25519 + public_key).digest()[:4]
+def check_key_name(name: str) -> None:
+    """Raise ValueError unless `name` is a valid signed-note key name (non-empty, no Unicode
+    space, no "+", no control character)."""
+    _check_key_name(name)
+
+
+def key_id(name: str, public_key: bytes, signature_type: bytes = _ED25519) -> bytes:
+    """The 4-byte signed-note key ID: SHA-256(name || 0x0A || type || key)[:4].
+
+    The type is 0x01 for the log's Ed25519 note signatures (signed-note) and 0x04 for Ed25519
+    witness cosignatures (C2SP tlog-cosignature, `egide.ledger.witness`).
+    """
+    return hashlib.sha256(name.encode("utf-8") + b"\n" + signature_type + public_key).digest()[:4]
 
 
 @dataclass(frozen=True)

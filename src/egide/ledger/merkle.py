@@ -10,7 +10,10 @@ The module is pure on purpose: it imports the standard library only, so a verifi
 from the writer (no database, no egide configuration). It has two independent halves:
 
 * the writer side, which builds roots and proofs: `root_of`, `CompactTree` (the append-only
-  tree state in O(log n) space), `inclusion_proof`, `consistency_proof`;
+  tree state in O(log n) space), `inclusion_proof`, `consistency_proof` over a list of leaf
+  hashes, and `inclusion_proof_from`, `consistency_proof_from` over any source of subtree
+  hashes (`SubtreeHash`, e.g. stored tile nodes: `egide.ledger.tiles`), which need only the
+  O(log n) subtrees that `inclusion_ranges` and `consistency_ranges` name;
 * the verifier side, which checks proofs: `verify_inclusion`, `verify_consistency`,
   `root_from_inclusion`. It follows the algorithms of RFC 9162 sections 2.1.3.2 and 2.1.4.2
   step by step and shares no code with the writer side beyond the two hash functions, so a bug
@@ -22,15 +25,20 @@ Hashes are raw 32-byte SHA-256 digests. Leaf indexes are 0-based.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
     "CompactTree",
     "ProofError",
+    "SubtreeHash",
     "consistency_proof",
+    "consistency_proof_from",
+    "consistency_ranges",
     "inclusion_proof",
+    "inclusion_proof_from",
+    "inclusion_ranges",
     "leaf_hash",
     "node_hash",
     "root_from_inclusion",
@@ -165,6 +173,74 @@ def consistency_proof(leaf_hashes: Sequence[bytes], old_size: int) -> list[bytes
     return proof
 
 
+# A source of MTH(D[lo:hi]) for the tree being proved (RFC 9162 section 2.1.1).
+SubtreeHash = Callable[[int, int], bytes]
+
+
+def inclusion_ranges(index: int, tree_size: int) -> list[tuple[int, int]]:
+    """The subtrees D[lo:hi] whose hashes make PATH(index, D[tree_size]), in proof order.
+
+    RFC 9162 section 2.1.3.1, the same walk as `inclusion_proof` without hashing: each range is
+    either a perfect subtree aligned on its size or the right edge of the tree, so a store of
+    complete subtree hashes answers all but O(log n) of its leaves.
+    """
+    if not 0 <= index < tree_size:
+        msg = f"leaf index {index} is outside a tree of size {tree_size}"
+        raise ValueError(msg)
+    ranges: list[tuple[int, int]] = []
+    lo, hi, m = 0, tree_size, index
+    while hi - lo > 1:
+        k = _split(hi - lo)
+        if m < k:  # PATH(m, D[n]) = PATH(m, D[0:k]) : MTH(D[k:n])
+            ranges.append((lo + k, hi))
+            hi = lo + k
+        else:  # PATH(m, D[n]) = PATH(m - k, D[k:n]) : MTH(D[0:k])
+            ranges.append((lo, lo + k))
+            lo, m = lo + k, m - k
+    ranges.reverse()
+    return ranges
+
+
+def consistency_ranges(old_size: int, tree_size: int) -> list[tuple[int, int]]:
+    """The subtrees D[lo:hi] whose hashes make PROOF(old_size, D[tree_size]), in proof order.
+
+    RFC 9162 section 2.1.4.1 (SUBPROOF), the same walk as `consistency_proof` without hashing.
+    Defined for 0 < old_size <= tree_size; empty when the sizes are equal.
+    """
+    if not 0 < old_size <= tree_size:
+        msg = f"no consistency proof from size {old_size} to size {tree_size} (need 0 < old <= new)"
+        raise ValueError(msg)
+    ranges: list[tuple[int, int]] = []
+    lo, hi, m, whole = 0, tree_size, old_size, True  # SUBPROOF(m, D[lo:hi], whole)
+    while m != hi - lo:
+        k = _split(hi - lo)
+        if m <= k:  # SUBPROOF(m, D[n], b) = SUBPROOF(m, D[0:k], b) : MTH(D[k:n])
+            ranges.append((lo + k, hi))
+            hi = lo + k
+        else:  # SUBPROOF(m, D[n], b) = SUBPROOF(m - k, D[k:n], false) : MTH(D[0:k])
+            ranges.append((lo, lo + k))
+            lo, m, whole = lo + k, m - k, False
+    if not whole:  # SUBPROOF(m, D[m], false) = {MTH(D[m])}; with true it is {}.
+        ranges.append((lo, hi))
+    ranges.reverse()
+    return ranges
+
+
+def inclusion_proof_from(subtree_hash: SubtreeHash, index: int, tree_size: int) -> list[bytes]:
+    """PATH(index, D[tree_size]) (RFC 9162 section 2.1.3.1) from a source of subtree hashes.
+
+    Gives exactly `inclusion_proof(leaves, index)` when `subtree_hash(lo, hi)` is
+    MTH(D[lo:hi]) of those leaves, but asks it for O(log n) subtrees only.
+    """
+    return [subtree_hash(lo, hi) for lo, hi in inclusion_ranges(index, tree_size)]
+
+
+def consistency_proof_from(subtree_hash: SubtreeHash, old_size: int, tree_size: int) -> list[bytes]:
+    """PROOF(old_size, D[tree_size]) (RFC 9162 section 2.1.4.1) from a source of subtree
+    hashes: `consistency_proof(leaves, old_size)` in O(log n) subtree lookups."""
+    return [subtree_hash(lo, hi) for lo, hi in consistency_ranges(old_size, tree_size)]
+
+
 class CompactTree:
     """The state of an append-only RFC 6962 tree in O(log n) space.
 
@@ -206,6 +282,40 @@ class CompactTree:
             carry >>= 1
         self._frontier.append(h)
         self._size += 1
+
+    def extend(
+        self, leaf_hashes: Iterable[bytes], *, node_stride: int
+    ) -> list[tuple[int, int, bytes]]:
+        """Append leaves in order; return the perfect subtrees these appends completed at a
+        level that is a positive multiple of `node_stride`, as (level, index, hash).
+
+        A subtree at `level` covers the 2**level leaves from index * 2**level, aligned on its
+        size: with a stride of 4 these are the hashes a C2SP tlog-tiles store keeps (the
+        roots of full tiles of height 4). They are the hashes the carries below compute
+        anyway (RFC 9162 section 2.1.1: MTH of a perfect subtree is its two halves' node
+        hash), so recording them costs no hashing.
+        """
+        if node_stride < 1:
+            msg = "node_stride must be at least 1"
+            raise ValueError(msg)
+        completed: list[tuple[int, int, bytes]] = []
+        for leaf in leaf_hashes:
+            if not isinstance(leaf, bytes) or len(leaf) != HASH_SIZE:
+                msg = f"a leaf hash is {HASH_SIZE} bytes"
+                raise ValueError(msg)
+            if self._size + 1 >= _SIZE_LIMIT:
+                msg = "tree size would exceed 2**64 - 1"
+                raise ValueError(msg)
+            h, carry, level = leaf, self._size, 0
+            while carry & 1:
+                h = node_hash(self._frontier.pop(), h)
+                carry >>= 1
+                level += 1
+                if level % node_stride == 0:  # the subtree of 2**level leaves ending here
+                    completed.append((level, self._size >> level, h))
+            self._frontier.append(h)
+            self._size += 1
+        return completed
 
     def root(self) -> bytes:
         """MTH of all leaves appended so far (EMPTY_ROOT for an empty tree)."""

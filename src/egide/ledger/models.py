@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from egide.db.base import Base
@@ -12,7 +14,15 @@ from egide.db.types import UTCDateTime
 
 
 class LedgerEntry(Base):
-    """An audited act, in the access-event format of DESIGN.md plus ledger bookkeeping."""
+    """An audited act: its canonical JSON in the access-event format of DESIGN.md, plus the few
+    columns the ledger is searched by (a patient's accesses, an account's acts, by time and
+    action).
+
+    The canonical bytes are the entry; everything else in the access event (role, outcome,
+    resource, address, device, reasons...) is read from them, so there is one copy to trust
+    and one to verify. The indexed columns are copies kept for searching, and
+    `egide ledger verify` checks that they still say what the canonical bytes say.
+    """
 
     __tablename__ = "ledger_entry"
 
@@ -20,30 +30,68 @@ class LedgerEntry(Base):
     seq: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
     )
+    # A UUIDv7 (core.ids.time_ordered_id): the unique index grows at its right edge.
     id: Mapped[str] = mapped_column(String(36), unique=True)
     time: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     user: Mapped[str | None] = mapped_column(String(64))
-    action: Mapped[str] = mapped_column(String(32))
-    outcome: Mapped[str] = mapped_column(String(16))
     patient: Mapped[str | None] = mapped_column(String(64))
-    resource_type: Mapped[str | None] = mapped_column(String(64))
-    resource_id: Mapped[str | None] = mapped_column(String(64))
-    count: Mapped[int] = mapped_column(Integer, default=1)
-    ip: Mapped[str | None] = mapped_column(String(64))
-    device: Mapped[str | None] = mapped_column(String(128))
-    purpose: Mapped[str | None] = mapped_column(Text)
-    request_id: Mapped[str | None] = mapped_column(String(64))
-    role: Mapped[str | None] = mapped_column(String(32))
-    reasons: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of strings
-    # The canonical JSON of the entry (see ledger.canonical) and its SHA-256: what the Merkle
-    # tree will hash. Stored so a verifier needs nothing but this table.
+    action: Mapped[str] = mapped_column(String(32))
+    # The canonical JSON of the entry (see ledger.canonical): what the Merkle tree hashes
+    # (its leaf hash is computed by the sequencer and kept in ledger_leaf).
     canonical: Mapped[bytes] = mapped_column(LargeBinary)
-    entry_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
 
     __table_args__ = (
         Index("ix_ledger_entry_patient_time", "patient", "time"),
         Index("ix_ledger_entry_user_time", "user", "time"),
     )
+
+    @property
+    def event(self) -> dict[str, Any]:
+        """The access event, parsed from the canonical bytes (parsed once per object)."""
+        cached: dict[str, Any] | None = self.__dict__.get("_event")
+        if cached is None:
+            cached = self.__dict__["_event"] = json.loads(self.canonical)
+        return cached
+
+    @property
+    def role(self) -> str | None:
+        return self.event.get("role")
+
+    @property
+    def outcome(self) -> str:
+        return str(self.event["outcome"])
+
+    @property
+    def resource_type(self) -> str | None:
+        return self.event.get("resource_type")
+
+    @property
+    def resource_id(self) -> str | None:
+        return self.event.get("resource_id")
+
+    @property
+    def count(self) -> int:
+        return int(self.event.get("count", 1))
+
+    @property
+    def ip(self) -> str | None:
+        return self.event.get("ip")
+
+    @property
+    def device(self) -> str | None:
+        return self.event.get("device")
+
+    @property
+    def purpose(self) -> str | None:
+        return self.event.get("purpose")
+
+    @property
+    def request_id(self) -> str | None:
+        return self.event.get("request_id")
+
+    @property
+    def reasons(self) -> list[str]:
+        return list(self.event.get("reasons") or [])
 
 
 class LedgerLeaf(Base):
@@ -53,6 +101,8 @@ class LedgerLeaf(Base):
     in another order; the sequencer gives each committed entry the next leaf index, so the tree
     never has to change a leaf it has already covered (the approach of Trillian's sequencer).
     The leaf hash is copied here so a verifier can name the first entry whose bytes changed.
+    Rows stay when their entries are archived (`ledger.retention`): they hold a position, a
+    sequence number and a hash, no personal data, and proofs keep needing them.
     """
 
     __tablename__ = "ledger_leaf"
@@ -62,6 +112,24 @@ class LedgerLeaf(Base):
     )
     seq: Mapped[int] = mapped_column(BigInteger, unique=True)
     leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class LedgerNode(Base):
+    """A stored interior hash of the Merkle tree: MTH of the 2**level leaves from
+    index * 2**level (RFC 9162 section 2.1.1), for each complete subtree aligned on its size
+    at a level that is a positive multiple of 4 (the roots of full tiles of height 4, after
+    C2SP tlog-tiles; see `egide.ledger.tiles`), about one row per 15 leaves.
+
+    Written by the sequencer as subtrees complete, never changed: with them a proof reads
+    O(log n) rows instead of every leaf. They are a cache, not a trust anchor: every proof
+    built from them is checked against a signed checkpoint before it is served.
+    """
+
+    __tablename__ = "ledger_node"
+
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
 
 
 class LedgerCheckpoint(Base):

@@ -16,13 +16,28 @@ only — the leaf hash of the entry and hashes of subtrees — never an entry's 
 reveals nothing about patients; whoever may read the entry itself can recompute its leaf hash
 (SHA-256(0x00 || canonical JSON), RFC 6962 section 2.1) and compare.
 
-Generation reads the leaf hashes of `ledger_leaf` in tree order and builds the proof with the
-writer half of `egide.ledger.merkle`. Before answering, the proof is checked against the signed
-root with the verifier half: if the database no longer matches its own checkpoint (someone
-edited it), the call fails with `StorageFailure` instead of serving a proof that cannot verify.
+Generation asks for O(log n) subtree hashes only: `merkle.inclusion_ranges` and
+`merkle.consistency_ranges` name the subtrees D[lo:hi] of the RFC 9162 proof, and
+`egide.ledger.tiles` finds their hashes from the stored nodes of complete subtrees at levels
+4, 8, 12, ... (`ledger_node`, written by the sequencer), combining at most 8 stored nodes or
+leaf hashes (`ledger_leaf`) per subtree and splitting the incomplete right edge at the
+largest power of two (RFC 9162 section 2.1.1). The rows are read in one query per level,
+memoised within the call: a proof costs a few dozen rows and a handful of queries whatever
+the size of the ledger, instead of a pass over every leaf.
 
-Cost: O(size) hashing per proof (the tree's interior nodes are not stored); at 100k leaves
-that is a fraction of a second. A node or tile cache (C2SP tlog-tiles) would make it O(log n).
+Stored hashes are not trusted. Before answering, the proof is checked against the signed
+root with the verifier half of `egide.ledger.merkle` (RFC 9162 sections 2.1.3.2 and 2.1.4.2):
+if a leaf or node row no longer matches the signed checkpoint (someone edited it), the call
+fails with `StorageFailure` instead of serving a proof that cannot verify. Only the rows a
+proof touches are checked this way; `egide ledger verify` rebuilds the whole tree.
+
+Archived entries (`ledger.retention`) keep their leaf rows (position, sequence number and
+hash: no personal data) and the nodes above them, so proofs work for every leaf and every
+old checkpoint after archiving. An archived entry's inclusion proof says `"archived": true`;
+its bytes are in the archive file, not in the database, so the check that the entry still
+hashes to its leaf is left to whoever reads the file (`egide ledger read-archive`). Archives
+made before leaf hashes were kept (schema 0003) deleted them: a proof that needs one answers
+NotFound, naming the archive file, not an integrity fault.
 
 `check_inclusion` and `check_consistency` are the client side, for the CLI's `check-proof`:
 pure, standard library and `cryptography` only, no database.
@@ -32,17 +47,24 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from egide.core.errors import BadRequest, Conflict, NotFound, StorageFailure
+from egide.core.errors import BadRequest, NotFound, StorageFailure
 from egide.ledger import merkle
 from egide.ledger.checkpoint import Checkpoint, CheckpointError, CheckpointVerifier
-from egide.ledger.models import LedgerArchive, LedgerCheckpoint, LedgerEntry, LedgerLeaf
+from egide.ledger.models import (
+    LedgerArchive,
+    LedgerCheckpoint,
+    LedgerEntry,
+    LedgerLeaf,
+    LedgerNode,
+)
+from egide.ledger.tiles import MissingLeaf, TiledHashes
 
 __all__ = [
     "MAX_INTEGER",
@@ -101,10 +123,14 @@ class InclusionProof:
     leaf_hash: bytes
     proof: list[bytes]
     checkpoint_note: bytes
+    # The entry was moved to an archive file (ledger.retention): its leaf is proved, its
+    # bytes are in the file, not in the database.
+    archived: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON form served by `GET /api/ledger/proof/inclusion` and `egide ledger prove`."""
-        return {
+        """The JSON form served by `GET /api/ledger/proof/inclusion` and `egide ledger prove`;
+        `"archived": true` is added for an archived entry."""
+        body: dict[str, Any] = {
             "seq": self.seq,
             "leaf_index": self.leaf_index,
             "tree_size": self.tree_size,
@@ -112,6 +138,9 @@ class InclusionProof:
             "proof": [_b64(p) for p in self.proof],
             "checkpoint": self.checkpoint_note.decode("utf-8"),
         }
+        if self.archived:
+            body["archived"] = True
+        return body
 
 
 @dataclass(frozen=True)
@@ -195,33 +224,63 @@ def _fault(what: str) -> str:
     return f"ledger integrity fault: {what}; run `egide ledger verify`"
 
 
-def _leaf_hashes(session: Session, size: int) -> list[bytes]:
-    """The first `size` leaf hashes, in tree order (leaf indexes are unique, so `size` rows
-    below `size` are exactly leaves 0 .. size - 1)."""
-    archived = session.scalar(select(func.max(LedgerArchive.through_size)))
-    if archived:
-        # Not an integrity fault: the prefix was archived on purpose (ledger.retention), and
-        # proofs that need its leaves are not served from the live database yet.
-        msg = (
-            f"leaves before {archived} were archived; proofs are not available for this "
-            "ledger until they can be computed from the archive"
-        )
-        raise Conflict(msg)
-    hashes = [
-        bytes(h)
-        for h in session.scalars(
-            select(LedgerLeaf.leaf_hash)
-            .where(LedgerLeaf.leaf_index < size)
-            .order_by(LedgerLeaf.leaf_index)
-        )
-    ]
-    if len(hashes) != size:
-        msg = f"the checkpoint covers {size} leaves but only {len(hashes)} remain"
-        raise StorageFailure(_fault(msg))
-    if any(len(h) != merkle.HASH_SIZE for h in hashes):
-        msg = "a stored leaf hash is not 32 bytes"
-        raise StorageFailure(_fault(msg))
-    return hashes
+# Rows per IN (...) list: well below SQLite's and the drivers' bound-parameter limits.
+_IN_CHUNK = 500
+
+
+def _archived_through(session: Session) -> int:
+    """How many leading leaves have their entries in archive files (0 when none)."""
+    return session.scalar(select(func.max(LedgerArchive.through_size))) or 0
+
+
+def _fetch_rows(session: Session, level: int, indexes: Sequence[int]) -> dict[int, bytes]:
+    """Leaf hashes (level 0, `ledger_leaf`) or stored nodes (`ledger_node`) by index: one
+    query per level (per 500 indexes), for `tiles.TiledHashes`."""
+    found: dict[int, bytes] = {}
+    for at in range(0, len(indexes), _IN_CHUNK):
+        chunk = indexes[at : at + _IN_CHUNK]
+        if level == 0:
+            query = select(LedgerLeaf.leaf_index, LedgerLeaf.leaf_hash).where(
+                LedgerLeaf.leaf_index.in_(chunk)
+            )
+        else:
+            query = select(LedgerNode.index, LedgerNode.hash).where(
+                LedgerNode.level == level, LedgerNode.index.in_(chunk)
+            )
+        for index, value in session.execute(query):
+            if len(value) != merkle.HASH_SIZE:
+                what = f"leaf {index}" if level == 0 else f"node ({level}, {index})"
+                msg = f"the stored hash of {what} is not {merkle.HASH_SIZE} bytes"
+                raise StorageFailure(_fault(msg))
+            found[index] = bytes(value)
+    return found
+
+
+def _proof(
+    session: Session,
+    *,
+    size: int,
+    ranges: list[tuple[int, int]],
+    build: Callable[[merkle.SubtreeHash], list[bytes]],
+    archived: int,
+) -> list[bytes]:
+    """`build` a proof of the tree of `size` leaves from stored rows: the rows the subtrees
+    D[lo:hi] in `ranges` need are read first, in one query per level."""
+    source = TiledHashes(lambda level, indexes: _fetch_rows(session, level, indexes))
+    try:
+        source.prefetch(ranges)
+        return build(source.subtree_hash)
+    except MissingLeaf as exc:
+        if exc.index < archived:
+            # Not an integrity fault: an archive made before leaf hashes were kept (schema
+            # 0003) removed them; the archive file has them (`egide ledger read-archive`).
+            msg = (
+                f"this proof needs the hash of leaf {exc.index}, which an archive made before "
+                "leaf hashes were kept removed from the database; the archive file holds it"
+            )
+            raise NotFound(msg) from None
+        msg = f"the checkpoint covers {size} leaves but leaf {exc.index} is missing"
+        raise StorageFailure(_fault(msg)) from None
 
 
 def checkpoint_note(session: Session, size: int | None = None) -> bytes:
@@ -239,9 +298,10 @@ def inclusion_for_seq(
     """The inclusion proof of entry `seq` against the signed checkpoint of `size` leaves (the
     latest checkpoint by default).
 
-    BadRequest for a malformed number; NotFound when there is no such entry, no such
-    checkpoint, or the entry is not (yet) covered by it; StorageFailure when the database no
-    longer matches its signed checkpoint (tampering).
+    An archived entry (ledger.retention) is proved too, from its kept leaf hash, and marked
+    `archived`. BadRequest for a malformed number; NotFound when there is no such entry, no
+    such checkpoint, or the entry is not (yet) covered by it; StorageFailure when the database
+    no longer matches its signed checkpoint (tampering).
     """
     _check_int(seq, "seq", minimum=1)
     row = _checkpoint(session, size, "size")
@@ -262,15 +322,28 @@ def inclusion_for_seq(
         )
         raise NotFound(msg)
     root = _signed_root(row, verifier)
-    hashes = _leaf_hashes(session, row.size)
-    leaf_hash = hashes[leaf.leaf_index]
+    leaf_hash = bytes(leaf.leaf_hash)
+    if len(leaf_hash) != merkle.HASH_SIZE:
+        msg = f"the stored hash of leaf {leaf.leaf_index} is not {merkle.HASH_SIZE} bytes"
+        raise StorageFailure(_fault(msg))
+    archived_through = _archived_through(session)
     # The entry's bytes must still hash to its leaf (RFC 6962 2.1: SHA-256(0x00 || entry)),
-    # or the proof would vouch for an entry whose content was changed.
+    # or the proof would vouch for an entry whose content was changed. An archived entry's
+    # bytes are in its archive file, which is checked as a whole against its checkpoint.
     entry = session.get(LedgerEntry, seq)
-    if entry is None or merkle.leaf_hash(bytes(entry.canonical)) != leaf_hash:
+    archived = entry is None and leaf.leaf_index < archived_through
+    if not archived and (entry is None or merkle.leaf_hash(bytes(entry.canonical)) != leaf_hash):
         what = "was deleted" if entry is None else "no longer hashes to its leaf"
         raise StorageFailure(_fault(f"entry seq {seq} (leaf {leaf.leaf_index}) {what}"))
-    proof = merkle.inclusion_proof(hashes, leaf.leaf_index)
+    # PATH(m, D[n]) of RFC 9162 2.1.3.1, from O(log n) stored rows.
+    index, tree_size = leaf.leaf_index, row.size
+    proof = _proof(
+        session,
+        size=tree_size,
+        ranges=merkle.inclusion_ranges(index, tree_size),
+        build=lambda subtree_hash: merkle.inclusion_proof_from(subtree_hash, index, tree_size),
+        archived=archived_through,
+    )
     # Self-check with the verifier half of merkle.py (RFC 9162 2.1.3.2) before serving.
     try:
         merkle.verify_inclusion(
@@ -281,7 +354,10 @@ def inclusion_for_seq(
             root=root,
         )
     except merkle.ProofError:
-        msg = f"the leaves no longer match the signed checkpoint of {row.size} leaves"
+        msg = (
+            "the stored leaf and node hashes no longer match the signed checkpoint of "
+            f"{row.size} leaves"
+        )
         raise StorageFailure(_fault(msg)) from None
     return InclusionProof(
         seq=seq,
@@ -290,6 +366,7 @@ def inclusion_for_seq(
         leaf_hash=leaf_hash,
         proof=proof,
         checkpoint_note=bytes(row.note),
+        archived=archived,
     )
 
 
@@ -305,7 +382,8 @@ def consistency_proof_for(
     can only trust a root that was signed.
 
     BadRequest for malformed sizes or old_size > new_size; NotFound when either size is not a
-    signed checkpoint; StorageFailure when the stored leaves no longer match the signed roots.
+    signed checkpoint; StorageFailure when the stored leaf and node hashes no longer match the
+    signed roots. Old sizes inside an archived prefix are served like any other.
     """
     _check_int(old_size, "old size", minimum=1)
     if new_size is not None:
@@ -319,8 +397,15 @@ def consistency_proof_for(
         raise BadRequest(msg)
     old = _checkpoint(session, old_size, "old size")
     old_root, new_root = _signed_root(old, verifier), _signed_root(new, verifier)
-    hashes = _leaf_hashes(session, new.size)
-    proof = merkle.consistency_proof(hashes, old.size)
+    # PROOF(m, D[n]) of RFC 9162 2.1.4.1, from O(log n) stored rows.
+    m, n = old.size, new.size
+    proof = _proof(
+        session,
+        size=n,
+        ranges=merkle.consistency_ranges(m, n),
+        build=lambda subtree_hash: merkle.consistency_proof_from(subtree_hash, m, n),
+        archived=_archived_through(session),
+    )
     # Self-check with the verifier half (RFC 9162 2.1.4.2) against both signed roots.
     try:
         merkle.verify_consistency(
@@ -332,7 +417,8 @@ def consistency_proof_for(
         )
     except merkle.ProofError:
         msg = (
-            f"the leaves no longer match the signed checkpoints of {old.size} and {new.size} leaves"
+            "the stored leaf and node hashes no longer match the signed checkpoints of "
+            f"{old.size} and {new.size} leaves"
         )
         raise StorageFailure(_fault(msg)) from None
     return ConsistencyProof(
@@ -368,6 +454,10 @@ def _note(value: object, name: str) -> bytes:
 
 def parse_inclusion(data: Mapping[str, Any]) -> InclusionProof:
     """Read the JSON form of an inclusion proof; ValueError naming the first bad field."""
+    archived = data.get("archived", False)
+    if not isinstance(archived, bool):
+        msg = "archived must be true or false"
+        raise ValueError(msg)
     return InclusionProof(
         seq=_int(data.get("seq", 0), "seq"),
         leaf_index=_int(data.get("leaf_index"), "leaf_index"),
@@ -375,6 +465,7 @@ def parse_inclusion(data: Mapping[str, Any]) -> InclusionProof:
         leaf_hash=_unb64(data.get("leaf_hash"), "leaf_hash"),
         proof=_hashes(data.get("proof"), "proof"),
         checkpoint_note=_note(data.get("checkpoint"), "checkpoint"),
+        archived=archived,
     )
 
 

@@ -156,7 +156,7 @@ def build_report(
                 action=_ACTIONS.get(row.action, row.action.replace("_", " ")),
                 what=row.resource_type or "record",
                 count=row.count,
-                why=_why(json.loads(row.reasons), row.purpose),
+                why=_why(row.reasons, row.purpose),
                 where=coarse_location(row.ip),
                 outcome=_OUTCOMES.get(row.outcome, row.outcome),
             )

@@ -7,6 +7,12 @@ checkpoint's root exactly; the compact tree at `through_size` (RFC 6962 frontier
 database, so the live tree remains verifiable against every later checkpoint, and the archive
 file carries the signed checkpoint and the frontier it starts from, so it verifies on its own.
 
+What leaves the database is the archived *entries* (`ledger_entry`: who did what to which
+patient). Their `ledger_leaf` rows (leaf index, sequence number, leaf hash) and the stored
+tree nodes (`ledger_node`) stay: they hold no personal data, only positions and SHA-256
+digests, and with them inclusion and consistency proofs (`ledger.proofs`) keep working for
+every leaf and every old checkpoint, archived or not.
+
 The file is sealed with AES-256-GCM under a data key of the reserved owner `_ledger-archive`,
 kept like any patient's data key (wrapped by the current KEK, re-wrapped on rotation), with
 the clear header as associated data. Removing rows is the one place that lifts the ledger's
@@ -46,17 +52,10 @@ from egide.ledger.verify import CheckedSegment, SegmentReader
 ARCHIVE_OWNER = "_ledger-archive"
 FORMAT = "egide-ledger-archive/1"
 
-# The append-only triggers of migrations 0001 and 0002, lifted for the archive's deletions
-# only and put back in the same transaction.
-_SQLITE_DELETE_TRIGGERS = {
-    table: f"""CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table}
-       BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"""
-    for table in ("ledger_entry", "ledger_leaf")
-}
-_PG_TRIGGERS = {
-    "ledger_entry": "ledger_entry_append_only",
-    "ledger_leaf": "ledger_leaf_append_only",
-}
+# The append-only trigger of migration 0001 on ledger_entry, lifted for the archive's
+# deletions only and put back in the same transaction. Leaves and nodes are never deleted.
+_SQLITE_ENTRY_DELETE_TRIGGER = """CREATE TRIGGER ledger_entry_no_delete BEFORE DELETE ON
+       ledger_entry BEGIN SELECT RAISE(ABORT, 'ledger_entry is append-only'); END"""
 
 
 @dataclass(frozen=True)
@@ -81,16 +80,14 @@ def archived_through(session: Session) -> LedgerArchive | None:
     return session.scalar(select(LedgerArchive).order_by(LedgerArchive.through_size.desc()))
 
 
-def _set_delete_triggers(session: Session, *, enabled: bool) -> None:
-    dialect = session.get_bind().dialect.name
-    for table, create in _SQLITE_DELETE_TRIGGERS.items():
-        if dialect == "postgresql":
-            verb = "ENABLE" if enabled else "DISABLE"
-            session.execute(text(f"ALTER TABLE {table} {verb} TRIGGER {_PG_TRIGGERS[table]}"))
-        elif enabled:
-            session.execute(text(create))
-        else:
-            session.execute(text(f"DROP TRIGGER IF EXISTS {table}_no_delete"))
+def _set_entry_delete_trigger(session: Session, *, enabled: bool) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        verb = "ENABLE" if enabled else "DISABLE"
+        session.execute(text(f"ALTER TABLE ledger_entry {verb} TRIGGER ledger_entry_append_only"))
+    elif enabled:
+        session.execute(text(_SQLITE_ENTRY_DELETE_TRIGGER))
+    else:
+        session.execute(text("DROP TRIGGER IF EXISTS ledger_entry_no_delete"))
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -116,9 +113,10 @@ def archive_prefix(
     clock: Clock,
     verifier: CheckpointVerifier,
 ) -> Archived:
-    """Archive the leaves up to the checkpoint of size `through_size`, then remove them from
-    the live tables. Never commits; the caller's transaction does (the file is written first
-    and is harmless if that transaction fails: a later run overwrites it)."""
+    """Archive the leaves up to the checkpoint of size `through_size`, then remove their
+    entries from the live database, keeping their leaf rows (hashes only) for proofs. Never
+    commits; the caller's transaction does (the file is written first and is harmless if that
+    transaction fails: a later run overwrites it)."""
     previous = archived_through(session)
     from_size = previous.through_size if previous else 0
     checkpoint = session.get(LedgerCheckpoint, through_size)
@@ -187,12 +185,12 @@ def archive_prefix(
             time=clock.now(),
         )
     )
-    _set_delete_triggers(session, enabled=False)
+    _set_entry_delete_trigger(session, enabled=False)
     for start_at in range(0, len(seqs), 500):
         chunk = seqs[start_at : start_at + 500]
         session.execute(delete(LedgerEntry).where(LedgerEntry.seq.in_(chunk)))
-    session.execute(delete(LedgerLeaf).where(LedgerLeaf.leaf_index < through_size))
-    _set_delete_triggers(session, enabled=True)
+    # The leaf rows stay: position, seq and hash, no personal data; proofs need them.
+    _set_entry_delete_trigger(session, enabled=True)
     session.flush()
     return Archived(path, from_size, through_size, len(seqs))
 

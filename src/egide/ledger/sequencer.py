@@ -3,11 +3,12 @@
 Writers append entries in their own transactions (`ledger.service.append`), numbered by the
 database as they insert, but committed in another order. The sequencer, serialised by a lock
 on the single tree-state row, gives every committed entry that is not yet a leaf the next leaf
-index, extends the compact tree (RFC 6962 section 2.1) in O(log n) per entry, and signs a
-checkpoint (C2SP signed note) every `every` leaves or when asked. A checkpoint commits the
-ledger to its first `size` leaves: from then on a change, deletion, insertion or reordering
-among them is caught by `ledger.verify`, which shares no code with this module beyond the
-pure hash functions.
+index, extends the compact tree (RFC 6962 section 2.1) in O(log n) per entry, stores the hash
+of every subtree that completes at a level that is a multiple of 4 (`ledger_node`, the tile
+roots proofs are built from: `ledger.tiles`), and signs a checkpoint (C2SP signed note) every
+`every` leaves or when asked. A checkpoint commits the ledger to its first `size` leaves:
+from then on a change, deletion, insertion or reordering among them is caught by
+`ledger.verify`, which shares no code with this module beyond the pure hash functions.
 """
 
 from __future__ import annotations
@@ -21,8 +22,15 @@ from sqlalchemy.orm import Session
 
 from egide.core.clock import Clock
 from egide.ledger.checkpoint import Checkpoint, CheckpointSigner
-from egide.ledger.merkle import CompactTree
-from egide.ledger.models import LedgerCheckpoint, LedgerEntry, LedgerLeaf, LedgerTreeState
+from egide.ledger.merkle import CompactTree, leaf_hash
+from egide.ledger.models import (
+    LedgerCheckpoint,
+    LedgerEntry,
+    LedgerLeaf,
+    LedgerNode,
+    LedgerTreeState,
+)
+from egide.ledger.tiles import TILE_HEIGHT
 
 _STATE_ID = 1
 DEFAULT_ORIGIN = "egide.local/ledger"
@@ -66,16 +74,26 @@ def integrate(
     have accumulated since the last one, or when `force` is set and the tree grew (or has no
     checkpoint yet). Never commits: the caller's transaction does."""
     state, tree = _locked_state(session)
-    pending = session.execute(
-        select(LedgerEntry.seq, LedgerEntry.entry_hash)
+    rows = session.execute(
+        select(LedgerEntry.seq, LedgerEntry.canonical)
         .outerjoin(LedgerLeaf, LedgerLeaf.seq == LedgerEntry.seq)
         .where(LedgerLeaf.seq.is_(None))
         .order_by(LedgerEntry.seq)
         .limit(limit)
     ).all()
-    for seq, entry_hash in pending:
-        session.add(LedgerLeaf(leaf_index=tree.size, seq=seq, leaf_hash=entry_hash))
-        tree.append(entry_hash)
+    # RFC 6962 section 2.1 leaf hashes of the committed entries' bytes, computed here rather
+    # than stored beside them: the bytes are the one copy to trust.
+    pending = [(seq, leaf_hash(bytes(body))) for seq, body in rows]
+    first = tree.size
+    session.add_all(
+        LedgerLeaf(leaf_index=first + offset, seq=seq, leaf_hash=entry_hash)
+        for offset, (seq, entry_hash) in enumerate(pending)
+    )
+    # The merges of the compact tree compute the hash of each subtree that completes; those
+    # at levels 4, 8, 12, ... are kept, so a proof needs O(log n) rows (ledger.tiles). Nodes
+    # of leaves that existed before this table were written by migration 0004.
+    completed = tree.extend((entry_hash for _, entry_hash in pending), node_stride=TILE_HEIGHT)
+    session.add_all(LedgerNode(level=level, index=index, hash=h) for level, index, h in completed)
     state.size, state.state = tree.size, tree.to_bytes()
     last = session.scalar(select(LedgerCheckpoint.size).order_by(LedgerCheckpoint.size.desc()))
     due = tree.size - (last or 0) >= every or (force and (last is None or tree.size > last))

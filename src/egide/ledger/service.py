@@ -9,28 +9,32 @@ Entries never hold secrets or clinical values: only ids, types, the action and t
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Table, event, insert, select
+from sqlalchemy import event, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, SessionTransaction
 
 from egide.core.clock import Clock
 from egide.core.errors import StorageFailure
-from egide.core.ids import new_id
+from egide.core.ids import time_ordered_id
 from egide.core.principal import Principal
-from egide.ledger.canonical import canonical_entry
 from egide.ledger.models import LedgerEntry
 
 
 class Action(StrEnum):
     """Ledger actions: the access-event actions of DESIGN.md plus administrative ones."""
 
+    ACCOUNT_CREATE = "account_create"
+    ACCOUNT_DISABLE = "account_disable"
+    ACCOUNT_ENABLE = "account_enable"
+    ACCOUNT_LOCK = "account_lock"
+    ACCOUNT_ROLE_CHANGE = "account_role_change"
+    ACCOUNT_UNLOCK = "account_unlock"
     BREAK_GLASS = "break_glass"
     CREATE = "create"
     DELETE = "delete"
@@ -41,9 +45,14 @@ class Action(StrEnum):
     LOGIN = "login"
     LOGIN_FAILED = "login_failed"
     LOGOUT = "logout"
+    MFA_ENROL = "mfa_enrol"
     MFA_FAILED = "mfa_failed"
+    MFA_RESET = "mfa_reset"
+    PASSKEY_REMOVE = "passkey_remove"
+    PASSWORD_CHANGE = "password_change"  # noqa: S105 - an action name, not a secret
     READ = "read"
     SEARCH = "search"
+    SESSION_REVOKE = "session_revoke"
     SYSTEM_INIT = "system_init"
     TOKEN_CREATE = "token_create"  # noqa: S105 - an action name, not a secret
     UPDATE = "update"
@@ -69,69 +78,79 @@ class Act:
     reasons: Sequence[str] = ()
 
 
+# The JSON string encoder of the standard library (C): quotes and escapes exactly as RFC 8785
+# section 3.2.2.2 asks (see ledger.canonical), writing other characters as they are.
+_string = json.encoder.encode_basestring
+
+
+def _text(value: str | None) -> str:
+    return "null" if value is None else _string(value)
+
+
 def append(session: Session, *, principal: Principal | None, act: Act, clock: Clock) -> str:
     """Append one entry for `act` by `principal` in the session's transaction; return its id.
 
     The caller's transaction fails when the entry cannot be written, so the act fails too.
     """
-    entry_id = new_id()
     when = clock.now().astimezone(dt.UTC)
-    event: dict[str, Any] = {
-        "id": entry_id,
-        "time": when.isoformat(timespec="microseconds").replace("+00:00", "Z"),
-        "user": principal.id if principal else None,
-        "role": principal.role if principal else None,
-        "action": str(act.action),
-        "outcome": str(act.outcome),
-        "patient": act.patient,
-        "resource_type": act.resource_type,
-        "resource_id": act.resource_id,
-        "count": act.count,
-        "ip": principal.ip if principal else None,
-        "device": principal.device if principal else None,
-        "purpose": act.purpose,
-        "request_id": principal.request_id if principal else None,
-        "reasons": list(act.reasons),
-    }
-    body = canonical_entry(event)
-    row = {
-        "id": entry_id,
-        "time": when,
-        "user": event["user"],
-        "role": event["role"],
-        "action": event["action"],
-        "outcome": event["outcome"],
-        "patient": act.patient,
-        "resource_type": act.resource_type,
-        "resource_id": act.resource_id,
-        "count": act.count,
-        "ip": event["ip"],
-        "device": event["device"],
-        "purpose": act.purpose,
-        "request_id": event["request_id"],
-        "reasons": json.dumps(list(act.reasons)),
-        "canonical": body,
-        # RFC 6962 section 2.1 leaf hash: SHA-256(0x00 || entry), so the Merkle tree can use
-        # these hashes as its leaves unchanged.
-        "entry_hash": hashlib.sha256(b"\x00" + body).digest(),
-    }
+    entry_id = time_ordered_id(int(when.timestamp() * 1000))
+    if principal is None:
+        user = role = ip = device = request_id = None
+    else:
+        user, role = principal.id, principal.role
+        ip, device, request_id = principal.ip, principal.device, principal.request_id
+    action = str(act.action)
+    stamp = when.isoformat(timespec="microseconds")  # ends in +00:00
+    # The entry's RFC 8785 canonical JSON, written field by field in the sorted key order
+    # (section 3.2.3) on the hot path of every audited act: about three times faster than a
+    # general encoder. A property test holds these bytes equal to `canonical_json` of the
+    # same event for every shape of act and principal.
+    body = (
+        f'{{"action":{_string(action)},"count":{int(act.count)},"device":{_text(device)},'
+        f'"id":"{entry_id}","ip":{_text(ip)},"outcome":{_string(str(act.outcome))},'
+        f'"patient":{_text(act.patient)},"purpose":{_text(act.purpose)},'
+        f'"reasons":[{",".join(map(_string, act.reasons))}],'
+        f'"request_id":{_text(request_id)},"resource_id":{_text(act.resource_id)},'
+        f'"resource_type":{_text(act.resource_type)},"role":{_text(role)},'
+        f'"time":"{stamp[:-6]}Z","user":{_text(user)}}}'
+    ).encode()
     # Written with the rest of the unit of work, in one multi-row INSERT when the transaction
     # commits (or earlier, see flush_pending): if it fails, the commit fails, and nothing of
     # the act — not even data read for a response, which is only sent after the commit —
-    # leaves the transaction.
-    _pending(session).append(row)
+    # leaves the transaction. The row is built in its stored form now, so the commit hands
+    # the driver the list as it is: on SQLite the time as SQLAlchemy's DateTime stores it
+    # (naive UTC text, read back by UTCDateTime like any other), elsewhere the datetime.
+    stored = f"{stamp[:10]} {stamp[11:26]}" if _text_time(session) else when
+    _pending(session).append((entry_id, stored, user, act.patient, action, body))
     return entry_id
 
 
 _PENDING = "egide.ledger.pending"
-_ENTRY_TABLE: Table = LedgerEntry.__table__  # type: ignore[assignment]
+_TEXT_TIME = "egide.ledger.text-time"
+_COLUMNS = ("id", "time", "user", "patient", "action", "canonical")
+_Row = tuple[str, dt.datetime | str, str | None, str | None, str, bytes]
 
 
-def _pending(session: Session) -> list[dict[str, Any]]:
-    pending: list[dict[str, Any]] | None = session.info.get(_PENDING)
+def _text_time(session: Session) -> bool:
+    """Whether this session's database keeps timestamps as text (SQLite); asked once."""
+    flag: bool | None = session.info.get(_TEXT_TIME)
+    if flag is None:
+        flag = session.info[_TEXT_TIME] = session.get_bind().dialect.name == "sqlite"
+    return flag
+
+
+def _pending(session: Session) -> list[_Row]:
+    pending: list[_Row] | None = session.info.get(_PENDING)
     if pending is None:
         pending = session.info[_PENDING] = []
     return pending
+
+
+def _insert_statement(paramstyle: str) -> str:
+    marker = "?" if paramstyle == "qmark" else "%s"
+    columns = ", ".join(f'"{name}"' for name in _COLUMNS)
+    markers = ", ".join(marker for _ in _COLUMNS)
+    return f"INSERT INTO ledger_entry ({columns}) VALUES ({markers})"  # noqa: S608 - constants
 
 
 def flush_pending(session: Session) -> None:
@@ -141,16 +160,19 @@ def flush_pending(session: Session) -> None:
     savepoint are rolled back with it and entries appended before it are not.
     """
     pending = session.info.get(_PENDING)
-    if pending:
-        rows = list(pending)
-        pending.clear()
-        # Core, not the ORM: one executemany, no per-row bookkeeping.
-        try:
-            session.execute(insert(_ENTRY_TABLE), rows)
-        except SQLAlchemyError as exc:
-            # Fail closed with a clear cause: the act's transaction must not commit.
-            msg = "the audit ledger could not be written; the request was not carried out"
-            raise StorageFailure(msg) from exc
+    if not pending:
+        return
+    rows: list[_Row] = list(pending)
+    pending.clear()
+    try:
+        connection = session.connection()
+        # One executemany straight to the driver: the rows are already in their stored form,
+        # and SQLAlchemy's per-row parameter processing cost more than the database's insert.
+        connection.exec_driver_sql(_insert_statement(connection.dialect.paramstyle), rows)
+    except SQLAlchemyError as exc:
+        # Fail closed with a clear cause: the act's transaction must not commit.
+        msg = "the audit ledger could not be written; the request was not carried out"
+        raise StorageFailure(msg) from exc
 
 
 def discard_pending(session: Session) -> None:

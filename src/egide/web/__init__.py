@@ -1,3 +1,7 @@
-"""Web room: server-rendered pages (Jinja2 + htmx) for patients, clinicians, the security
-officer and the administrator. Empty until the identity issue brings the sign-in pages; the
-package exists so the layer contract (DESIGN.md) is enforced from the start."""
+"""Web room: server-rendered pages (Jinja2, no JavaScript framework).
+
+Today: sign-in (password, TOTP or recovery code, first TOTP enrolment), invitation, account
+and session list, password change (`views`), with their cookies, CSRF and header protections
+(`security`). The pages for patients, clinicians, the security officer and the administrator
+come with their issues. The composition root mounts them (`egide.app`).
+"""

@@ -76,6 +76,17 @@ MAPPING = [
     ("key_shred", DCM, "110113", DCM, "110129", "D"),
     ("token_create", DCM, "110113", DCM, "110137", "C"),
     ("system_init", DCM, "110100", DCM, "110120", "E"),
+    ("account_create", DCM, "110113", DCM, "110137", "C"),
+    ("account_disable", DCM, "110113", DCM, "110137", "U"),
+    ("account_enable", DCM, "110113", DCM, "110137", "U"),
+    ("account_lock", DCM, "110113", DCM, "110137", "U"),
+    ("account_role_change", DCM, "110113", DCM, "110137", "U"),
+    ("account_unlock", DCM, "110113", DCM, "110137", "U"),
+    ("mfa_enrol", DCM, "110113", DCM, "110137", "U"),
+    ("mfa_reset", DCM, "110113", DCM, "110137", "U"),
+    ("passkey_remove", DCM, "110113", DCM, "110137", "U"),
+    ("password_change", DCM, "110113", DCM, "110137", "U"),
+    ("session_revoke", DCM, "110114", DCM, "110123", "E"),
 ]
 
 
@@ -223,9 +234,24 @@ def test_an_entry_id_that_is_not_a_fhir_id_is_refused() -> None:
 @pytest.mark.parametrize(
     ("code", "expected"),
     [
-        ("C", {"create", "token_create"}),
+        ("C", {"create", "token_create", "account_create"}),
         ("R", {"read", "export", "ledger_archive"}),
-        ("U", {"update", "key_rotate"}),
+        (
+            "U",
+            {
+                "update",
+                "key_rotate",
+                "account_disable",
+                "account_enable",
+                "account_lock",
+                "account_role_change",
+                "account_unlock",
+                "mfa_enrol",
+                "mfa_reset",
+                "passkey_remove",
+                "password_change",
+            },
+        ),
         ("D", {"delete", "key_shred"}),
         ("search-type", {"search"}),
         ("search", {"search"}),

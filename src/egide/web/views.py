@@ -1,0 +1,1259 @@
+"""The sign-in and account pages: server-rendered HTML forms; script only for passkeys.
+
+Routes (all under `/`):
+
+| route | what |
+|---|---|
+| `GET/POST /login` | e-mail and password (first factor) |
+| `GET/POST /login/mfa` | a TOTP code or a recovery code (second factor) |
+| `GET/POST /login/enrol` | first sign-in of staff: TOTP enrolment, then the recovery codes once |
+| `GET /account` | who is signed in, their active sessions, each with a sign-out button |
+| `POST /account/sessions/{id}/revoke` | sign one session out (another: after a step-up) |
+| `GET/POST /account/step-up?next=...` | re-authenticate (TOTP, or the password without one) |
+| `GET/POST /account/password` | change the password (current and new, ASVS V6.2.2, V6.2.3) |
+| `POST /logout` | end this session, clear the cookies (ASVS V7.4.1) |
+| `POST /login/passkey/...` | passkey JSON endpoints of the sign-in (`passkeys.js`; see below) |
+| `POST /account/passkeys...` | add a passkey (JSON), remove one (form) |
+| `GET/POST /invite/{token}` | accept an invitation: choose the first password |
+
+The pages authenticate with the `__Host-egide_session` cookie only; the FHIR API keeps bearer
+tokens and never reads that cookie. Cookies, CSRF, origin checks and headers are in
+`egide.web.security`. Every database step runs in one transaction of its own (the unit of
+work), with the back end appending its ledger entries in the same transaction (DESIGN.md
+contract 2); a refused sign-in is a result, not an error, so its audit and throttling
+counters commit.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import re
+from collections.abc import Callable, Mapping
+from importlib import resources
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from sqlalchemy.orm import Session
+
+from egide.core.errors import EgideError
+from egide.identity import accounts, login, passkeys, sessions
+from egide.identity.passwords import MAX_LENGTH, MIN_LENGTH_SINGLE_FACTOR, MIN_LENGTH_WITH_MFA
+from egide.identity.session_tokens import check_csrf, csrf_token_for
+from egide.records.unit_of_work import run_in_transaction
+from egide.web import openapi as web_openapi
+from egide.web.context import WebContext
+from egide.web.next_url import follow_next, remember_next
+from egide.web.security import (
+    CSRF_COOKIE,
+    PAGE_HEADERS,
+    PENDING_COOKIE,
+    PENDING_MAX_AGE,
+    SESSION_COOKIE,
+    check_pre_session,
+    clear_cookie,
+    cookie_token,
+    pre_session_token,
+    safe_next,
+    same_origin,
+    set_cookie,
+)
+
+T = TypeVar("T")
+
+MAX_FORM_BYTES = 64 * 1024  # three passwords of 1,024 code points, percent-encoded, fit
+MAX_FORM_FIELDS = 16
+_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_INVITE_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_FORM_TYPE = "application/x-www-form-urlencoded"
+
+# Fixed notices chosen by a query parameter: nothing from the URL is echoed into the page.
+NOTICES = {
+    "signed-out": "You are signed out.",
+    "password-set": "Your password is set. Sign in with it.",
+    "password-changed": "Your password is changed. Your other sessions were signed out.",
+    "session-revoked": "That session is signed out.",
+    "step-up": "Confirmed. You can now do what you asked for.",
+    "expired": "The sign-in took too long or was interrupted; please start again.",
+    "passkey-added": "Your passkey is added. Your other sessions were signed out.",
+    "passkey-removed": "That passkey is removed. Your other sessions were signed out.",
+}
+_STATIC = {
+    "egide.css": "text/css; charset=utf-8",
+    "passkeys.js": "text/javascript; charset=utf-8",
+}
+
+_ENV = Environment(
+    loader=PackageLoader("egide.web", "templates"),
+    # Autoescaping everywhere (ASVS V3.2.2): names, e-mails, user agents and messages are
+    # text, never markup.
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+router = APIRouter(include_in_schema=False)
+
+
+def install(app: FastAPI, ctx: WebContext) -> None:
+    """Mount the pages on `app` (called by the composition root, `egide.app`)."""
+    app.state.egide_web = ctx
+    app.include_router(router)
+    # The sign-in and account pages in the OpenAPI schema, with their form bodies.
+    web_openapi.document(app)
+
+
+# --- plumbing ------------------------------------------------------------------------------
+
+
+def _ctx(request: Request) -> WebContext:
+    ctx: WebContext = request.app.state.egide_web
+    return ctx
+
+
+def _client(request: Request) -> tuple[str | None, str | None]:
+    ip = request.client.host if request.client else None
+    device = request.headers.get("user-agent", "")[:128] or None
+    return ip, device
+
+
+async def _tx(ctx: WebContext, work: Callable[[Session], T]) -> T:
+    """`work` in one transaction, off the event loop (Argon2id takes tens of milliseconds)."""
+    return await run_in_threadpool(run_in_transaction, ctx.session_factory, work)
+
+
+def _page(
+    template: str,
+    *,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    **values: Any,
+) -> HTMLResponse:
+    values.setdefault("notice", None)
+    values.setdefault("error", None)
+    values.setdefault("signed_in", False)
+    body = _ENV.get_template(template).render(**values)
+    response = HTMLResponse(body, status_code=status, headers=dict(PAGE_HEADERS))
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _redirect(url: str) -> RedirectResponse:
+    # 303: the browser follows a POST's answer with a GET (no resubmission on reload).
+    return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+def _refused(message: str, status: int = 403) -> HTMLResponse:
+    return _page("refused.html", status=status, title="Request refused", message=message)
+
+
+_CSRF_REFUSED = (
+    "This form has expired or did not come from this site, so nothing was done. "
+    "Go back, reload the page and try again."
+)
+
+
+async def _form(request: Request) -> dict[str, str] | None:
+    """The urlencoded form, read with a size limit; None when malformed or too large."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_FORM_BYTES:
+            return None
+        chunks.append(chunk)
+    if size == 0:
+        return {}  # an empty POST: no fields, so no CSRF token either (403 follows)
+    if media != _FORM_TYPE:
+        return None
+    try:
+        text = b"".join(chunks).decode("utf-8")
+        pairs = parse_qsl(
+            text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS, errors="strict"
+        )
+    except (UnicodeDecodeError, ValueError):
+        return None
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        if "\x00" in name or "\x00" in value:
+            # No field of ours may hold NUL (PostgreSQL text refuses it: found by schemathesis).
+            return None
+        fields.setdefault(name, value)  # the first value of a repeated field wins
+    return fields
+
+
+def _with_pre_session_csrf(request: Request, build: Callable[[str], HTMLResponse]) -> HTMLResponse:
+    """Render a pre-session form with its CSRF token, setting the nonce cookie if new."""
+    token, fresh = pre_session_token(request, _ctx(request).csrf_key)
+    response = build(token)
+    if fresh is not None:
+        set_cookie(response, CSRF_COOKIE, fresh)
+    return response
+
+
+async def _pre_session_post(request: Request) -> dict[str, str] | HTMLResponse:
+    """The form of a pre-session POST, or the refusal page (origin, CSRF, malformed)."""
+    ctx = _ctx(request)
+    if not same_origin(request, ctx.settings):
+        return _refused(_CSRF_REFUSED)
+    form = await _form(request)
+    if form is None:
+        return _refused("The form could not be read.", 400)
+    if not check_pre_session(request, ctx.csrf_key, form.get("csrf")):
+        return _refused(_CSRF_REFUSED)
+    return form
+
+
+async def _signed_in(request: Request) -> sessions.SessionInfo | None:
+    ctx = _ctx(request)
+    token = cookie_token(request, SESSION_COOKIE)
+    if token is None:
+        return None
+    return await _tx(
+        ctx,
+        lambda s: sessions.validate_session(s, token=token, clock=ctx.clock, settings=ctx.settings),
+    )
+
+
+def _to_login() -> RedirectResponse:
+    response = _redirect("/login")
+    clear_cookie(response, SESSION_COOKIE)
+    return response
+
+
+async def _session_post(
+    request: Request,
+) -> tuple[sessions.SessionInfo, dict[str, str]] | Response:
+    """The session and form of a signed-in POST, or the answer that ends the request."""
+    ctx = _ctx(request)
+    if not same_origin(request, ctx.settings):
+        return _refused(_CSRF_REFUSED)
+    info = await _signed_in(request)
+    if info is None:
+        return _to_login()
+    form = await _form(request)
+    if form is None:
+        return _refused("The form could not be read.", 400)
+    # Synchronizer token (ASVS V3.5.1): the session's own secret, checked in constant time.
+    if not check_csrf(info.csrf_secret, form.get("csrf")):
+        return _refused(_CSRF_REFUSED)
+    return info, form
+
+
+def _csrf_for(info: sessions.SessionInfo) -> str:
+    return csrf_token_for(info.csrf_secret)
+
+
+def _refusal_status(result: login.LoginResult) -> tuple[int, dict[str, str]]:
+    """401 for wrong credentials (one message whatever was wrong, ASVS V6.3.8); 429 with
+    Retry-After when throttled or locked (ASVS V6.3.1, V2.4.1)."""
+    if result.retry_after is not None:
+        return 429, {"Retry-After": str(max(1, result.retry_after))}
+    if result.message == login.ACCOUNT_LOCKED:
+        return 429, {}
+    return 401, {}
+
+
+def _start_again() -> RedirectResponse:
+    """The pending sign-in is spent or expired: back to the first step."""
+    response = _redirect("/login?notice=expired")
+    clear_cookie(response, PENDING_COOKIE)
+    return response
+
+
+async def _step(request: Request, work: Callable[[Session], T]) -> T:
+    """Run a sign-in step; when it signs in, the session this browser had (if any) is ended
+    in the same transaction: a new token at every authentication, and the current one
+    terminated (ASVS V7.2.4, against session fixation)."""
+    ctx = _ctx(request)
+    old = cookie_token(request, SESSION_COOKIE)
+
+    def in_tx(session: Session) -> T:
+        outcome = work(session)
+        result = outcome[0] if isinstance(outcome, tuple) else outcome
+        signed_in = isinstance(result, login.LoginResult) and result.outcome == "signed_in"
+        if old is not None and signed_in:
+            sessions.logout(session, token=old, clock=ctx.clock)
+        return outcome
+
+    return await _tx(ctx, in_tx)
+
+
+def _after_step(result: login.LoginResult) -> RedirectResponse | None:
+    """Where a successful or partial sign-in step leads; None when it was refused."""
+    if result.outcome == "signed_in" and result.session_token:
+        response = _redirect("/account")
+        # A new token at every sign-in, whatever cookie the browser had (ASVS V7.2.4,
+        # against session fixation); a session cookie: no Max-Age.
+        set_cookie(response, SESSION_COOKIE, result.session_token)
+        clear_cookie(response, PENDING_COOKIE)
+        return response
+    if result.outcome in {"mfa_required", "enrolment_required"} and result.pending_token:
+        target = "/login/mfa" if result.outcome == "mfa_required" else "/login/enrol"
+        response = _redirect(target)
+        # The browser's current session (if any) is ended only when the new one starts.
+        set_cookie(response, PENDING_COOKIE, result.pending_token, max_age=PENDING_MAX_AGE)
+        return response
+    return None
+
+
+def _notice(request: Request) -> str | None:
+    return NOTICES.get(request.query_params.get("notice", ""))
+
+
+def _password_rules(role: str) -> dict[str, int]:
+    staff = role != "patient"
+    return {
+        "min_length": MIN_LENGTH_WITH_MFA if staff else MIN_LENGTH_SINGLE_FACTOR,
+        "max_length": MAX_LENGTH,
+    }
+
+
+def _fmt(moment: dt.datetime | None) -> str:
+    return "" if moment is None else moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# --- static ----------------------------------------------------------------------------------
+
+
+@router.get("/static/{name}")
+async def static(name: str) -> Response:
+    media = _STATIC.get(name)
+    if media is None:
+        return Response("not found", status_code=404, media_type="text/plain; charset=utf-8")
+    content = resources.files("egide.web").joinpath("static", name).read_bytes()
+    return Response(content, media_type=media, headers={"Cache-Control": "public, max-age=3600"})
+
+
+@router.get("/")
+async def home() -> RedirectResponse:
+    return _redirect("/account")
+
+
+# --- sign-in ---------------------------------------------------------------------------------
+
+
+def _login_page(
+    request: Request,
+    *,
+    email: str = "",
+    error: str | None = None,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> HTMLResponse:
+    return _with_pre_session_csrf(
+        request,
+        lambda csrf: _page(
+            "login.html",
+            status=status,
+            headers=headers,
+            title="Sign in",
+            csrf=csrf,
+            email=email,
+            error=error,
+            notice=_notice(request),
+        ),
+    )
+
+
+@router.get("/login")
+async def login_form(request: Request) -> Response:
+    # Shown even to a signed-in browser: signing in again (re-authentication, or another
+    # person at a shared workstation) replaces its session (see `_step`).
+    response = _login_page(request)
+    remember_next(request, response)  # `/login?next=...`: where to go once signed in
+    return response
+
+
+@router.post("/login")
+async def login_submit(request: Request) -> Response:
+    ctx = _ctx(request)
+    form = await _pre_session_post(request)
+    if not isinstance(form, dict):
+        return form
+    email = form.get("email", "").strip()
+    password = form.get("password", "")
+    if not email or not password:
+        return _login_page(
+            request, email=email, error="Enter your e-mail address and password.", status=400
+        )
+    ip, device = _client(request)
+    result = await _step(
+        request,
+        lambda s: login.password_step(
+            s,
+            email=email,
+            password=password,
+            clock=ctx.clock,
+            settings=ctx.settings,
+            envelope=ctx.envelope,
+            ip=ip,
+            device=device,
+        ),
+    )
+    done = follow_next(request, _after_step(result))
+    if done is not None:
+        return done
+    status, headers = _refusal_status(result)
+    return _login_page(request, email=email, error=result.message, status=status, headers=headers)
+
+
+def _mfa_page(
+    request: Request,
+    *,
+    error: str | None = None,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> HTMLResponse:
+    return _with_pre_session_csrf(
+        request,
+        lambda csrf: _page(
+            "mfa.html",
+            status=status,
+            headers=headers,
+            title="Second factor",
+            csrf=csrf,
+            error=error,
+        ),
+    )
+
+
+@router.get("/login/mfa")
+async def mfa_form(request: Request) -> Response:
+    if cookie_token(request, PENDING_COOKIE) is None:
+        return _redirect("/login?notice=expired")
+    return _mfa_page(request)
+
+
+@router.post("/login/mfa")
+async def mfa_submit(request: Request) -> Response:
+    ctx = _ctx(request)
+    form = await _pre_session_post(request)
+    if not isinstance(form, dict):
+        return form
+    pending = cookie_token(request, PENDING_COOKIE)
+    if pending is None:
+        return _redirect("/login?notice=expired")
+    code = form.get("code", "").strip()
+    if not code:
+        return _mfa_page(request, error="Enter the code.", status=400)
+    ip, device = _client(request)
+    result = await _step(
+        request,
+        lambda s: login.mfa_step(
+            s,
+            pending_token=pending,
+            code=code,
+            clock=ctx.clock,
+            settings=ctx.settings,
+            envelope=ctx.envelope,
+            ip=ip,
+            device=device,
+        ),
+    )
+    done = follow_next(request, _after_step(result))
+    if done is not None:
+        return done
+    if result.message == login.PENDING_EXPIRED:
+        return _start_again()
+    status, headers = _refusal_status(result)
+    return _mfa_page(request, error=result.message, status=status, headers=headers)
+
+
+def _enrol_page(
+    request: Request,
+    enrolment: accounts.TotpEnrolment | None,
+    *,
+    error: str | None = None,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> HTMLResponse:
+    qr = None
+    secret = None
+    if enrolment is not None:
+        # A data: URL (allowed by the CSP's img-src), so the SVG cannot run anything in the
+        # page; the alternative text never contains the seed.
+        qr = "data:image/svg+xml;base64," + base64.b64encode(enrolment.svg.encode("utf-8")).decode(
+            "ascii"
+        )
+        compact = enrolment.secret_base32
+        secret = " ".join(compact[i : i + 4] for i in range(0, len(compact), 4))
+    return _with_pre_session_csrf(
+        request,
+        lambda csrf: _page(
+            "enrol.html",
+            status=status,
+            headers=headers,
+            title="Set up your authenticator app",
+            csrf=csrf,
+            qr=qr,
+            secret=secret,
+            error=error,
+        ),
+    )
+
+
+@router.get("/login/enrol")
+async def enrol_form(request: Request) -> Response:
+    ctx = _ctx(request)
+    pending = cookie_token(request, PENDING_COOKIE)
+    if pending is None:
+        return _redirect("/login?notice=expired")
+    try:
+        # Each visit draws a new seed (the back end keeps only the latest as pending).
+        enrolment = await _tx(
+            ctx,
+            lambda s: login.enrol_step(
+                s,
+                pending_token=pending,
+                clock=ctx.clock,
+                envelope=ctx.envelope,
+                settings=ctx.settings,
+            ),
+        )
+    except EgideError:
+        return _start_again()
+    return _enrol_page(request, enrolment)
+
+
+@router.post("/login/enrol")
+async def enrol_submit(request: Request) -> Response:
+    ctx = _ctx(request)
+    form = await _pre_session_post(request)
+    if not isinstance(form, dict):
+        return form
+    pending = cookie_token(request, PENDING_COOKIE)
+    if pending is None:
+        return _redirect("/login?notice=expired")
+    code = form.get("code", "").strip()
+    if not code:
+        return _enrol_page(request, None, error="Enter the code your app shows.", status=400)
+    ip, device = _client(request)
+    try:
+        result, codes = await _step(
+            request,
+            lambda s: login.confirm_enrol_step(
+                s,
+                pending_token=pending,
+                code=code,
+                clock=ctx.clock,
+                envelope=ctx.envelope,
+                settings=ctx.settings,
+                ip=ip,
+                device=device,
+            ),
+        )
+    except EgideError as exc:
+        return _enrol_page(request, None, error=exc.message, status=exc.status)
+    if result.outcome != "signed_in" or not result.session_token:
+        if result.message == login.PENDING_EXPIRED:
+            return _start_again()
+        status, headers = _refusal_status(result)
+        return _enrol_page(request, None, error=result.message, status=status, headers=headers)
+    # The recovery codes are shown once, on this page only (never stored in clear; the
+    # page is not cached: Cache-Control no-store).
+    response = _page("recovery_codes.html", title="Your recovery codes", codes=codes)
+    set_cookie(response, SESSION_COOKIE, result.session_token)
+    clear_cookie(response, PENDING_COOKIE)
+    return response
+
+
+# --- account ---------------------------------------------------------------------------------
+
+
+@router.get("/account")
+async def account(request: Request) -> Response:
+    ctx = _ctx(request)
+    info = await _signed_in(request)
+    if info is None:
+        return _to_login()
+    active = await _tx(
+        ctx,
+        lambda s: sessions.list_sessions(
+            s, account_id=info.account_id, clock=ctx.clock, settings=ctx.settings
+        ),
+    )
+    rows = [
+        {
+            "id": item.id,
+            "created": _fmt(item.created_at),
+            "last_seen": _fmt(item.last_seen_at),
+            "ip": item.ip or "unknown",
+            "device": item.device or "unknown",
+            "current": item.id == info.id,
+        }
+        for item in active
+    ]
+    keys = await _tx(ctx, lambda s: passkeys.list_passkeys(s, account_id=info.account_id))
+    return _page(
+        "account.html",
+        title="Your account",
+        signed_in=True,
+        csrf=_csrf_for(info),
+        name=info.principal.name,
+        role=info.principal.role,
+        sessions=rows,
+        passkeys=[
+            {
+                "id": key.id,
+                "name": key.name,
+                "created": _fmt(key.created_at),
+                "last_used": _fmt(key.last_used_at) or "never",
+            }
+            for key in keys
+        ],
+        notice=_notice(request),
+    )
+
+
+@router.post("/account/sessions/{session_id}/revoke")
+async def revoke(request: Request, session_id: str) -> Response:
+    ctx = _ctx(request)
+    checked = await _session_post(request)
+    if not isinstance(checked, tuple):
+        return checked
+    info, _ = checked
+    if _ID_RE.fullmatch(session_id) is None:
+        return _refused("No such session.", 404)
+    if session_id != info.id:
+        # Ending another session needs a recent re-authentication (ASVS V7.5.2), so a stolen
+        # cookie cannot sign its owner out everywhere else; signing this one out does not.
+        try:
+            sessions.require_recent_mfa(info, clock=ctx.clock, settings=ctx.settings)
+        except EgideError:
+            return _redirect("/account/step-up?next=/account")
+    try:
+        await _tx(
+            ctx,
+            lambda s: sessions.revoke_session(
+                s,
+                account_id=info.account_id,
+                session_id=session_id,
+                clock=ctx.clock,
+                reason="signed out from the account page",
+            ),
+        )
+    except EgideError as exc:
+        return _refused(exc.message, exc.status)
+    if session_id == info.id:
+        response = _redirect("/login?notice=signed-out")
+        clear_cookie(response, SESSION_COOKIE)
+        return response
+    return _redirect("/account?notice=session-revoked")
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    ctx = _ctx(request)
+    checked = await _session_post(request)
+    if not isinstance(checked, tuple):
+        return checked
+    token = cookie_token(request, SESSION_COOKIE)
+    assert token is not None  # _session_post validated the session of this cookie
+    await _tx(ctx, lambda s: sessions.logout(s, token=token, clock=ctx.clock))
+    # ASVS V7.4.1: the session is revoked server-side; the cookies go too, and the browser is
+    # told to drop what it cached of the signed-in pages (ASVS V14.3.1).
+    response = _redirect("/login?notice=signed-out")
+    response.headers["Clear-Site-Data"] = '"cache", "storage"'
+    for name in (SESSION_COOKIE, PENDING_COOKIE):
+        clear_cookie(response, name)
+    return response
+
+
+# --- step-up ----------------------------------------------------------------------------------
+
+
+def _step_up_page(
+    info: sessions.SessionInfo,
+    *,
+    factor: str,
+    next_url: str,
+    minutes: int,
+    error: str | None = None,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> HTMLResponse:
+    return _page(
+        "step_up.html",
+        status=status,
+        headers=headers,
+        title="Confirm it is you",
+        signed_in=True,
+        csrf=_csrf_for(info),
+        factor=factor,
+        next=next_url,
+        minutes=minutes,
+        error=error,
+    )
+
+
+@router.get("/account/step-up")
+async def step_up_form(request: Request) -> Response:
+    ctx = _ctx(request)
+    info = await _signed_in(request)
+    if info is None:
+        return _to_login()
+    factor = await _tx(ctx, lambda s: sessions.step_up_factor(s, account_id=info.account_id))
+    return _step_up_page(
+        info,
+        factor=factor,
+        next_url=safe_next(request.query_params.get("next")),
+        minutes=ctx.settings.step_up_minutes,
+    )
+
+
+@router.post("/account/step-up")
+async def step_up_submit(request: Request) -> Response:
+    ctx = _ctx(request)
+    checked = await _session_post(request)
+    if not isinstance(checked, tuple):
+        return checked
+    info, form = checked
+    next_url = safe_next(form.get("next"))
+    code = form.get("code", "")
+    if not code.strip():
+        factor = await _tx(ctx, lambda s: sessions.step_up_factor(s, account_id=info.account_id))
+        return _step_up_page(
+            info,
+            factor=factor,
+            next_url=next_url,
+            minutes=ctx.settings.step_up_minutes,
+            error="Enter the code." if factor == "totp" else "Enter your password.",
+            status=400,
+        )
+
+    def work(s: Session) -> tuple[sessions.StepUpResult, str]:
+        result = sessions.step_up(
+            s,
+            session_id=info.id,
+            account_id=info.account_id,
+            code=code,
+            clock=ctx.clock,
+            envelope=ctx.envelope,
+            settings=ctx.settings,
+        )
+        return result, sessions.step_up_factor(s, account_id=info.account_id)
+
+    try:
+        # A refusal is a result, so its ledger entry and failure count commit.
+        result, factor = await _tx(ctx, work)
+    except EgideError:
+        return _to_login()  # the session ended meanwhile
+    if result.ok and result.session_token:
+        response = _redirect("/account?notice=step-up" if next_url == "/account" else next_url)
+        # A re-authentication: the session's new token replaces the cookie (ASVS V7.2.4).
+        set_cookie(response, SESSION_COOKIE, result.session_token)
+        return response
+    status, headers = 401, {}
+    if result.retry_after is not None:
+        status = 429
+        if result.retry_after > 0:
+            headers = {"Retry-After": str(result.retry_after)}
+    return _step_up_page(
+        info,
+        factor=factor,
+        next_url=next_url,
+        minutes=ctx.settings.step_up_minutes,
+        error=result.message,
+        status=status,
+        headers=headers,
+    )
+
+
+def _password_page(
+    info: sessions.SessionInfo, *, error: str | None = None, status: int = 200
+) -> HTMLResponse:
+    return _page(
+        "password.html",
+        status=status,
+        title="Change your password",
+        signed_in=True,
+        csrf=_csrf_for(info),
+        error=error,
+        rules=_password_rules(info.principal.role),
+    )
+
+
+@router.get("/account/password")
+async def password_form(request: Request) -> Response:
+    info = await _signed_in(request)
+    if info is None:
+        return _to_login()
+    return _password_page(info)
+
+
+@router.post("/account/password")
+async def password_submit(request: Request) -> Response:
+    ctx = _ctx(request)
+    checked = await _session_post(request)
+    if not isinstance(checked, tuple):
+        return checked
+    info, form = checked
+    current = form.get("current_password", "")
+    new = form.get("new_password", "")
+    if not current or not new:
+        return _password_page(info, error="Fill in both passwords.", status=400)
+    if new != form.get("confirm_password", ""):
+        return _password_page(info, error="The two new passwords differ.", status=400)
+    try:
+        await _tx(
+            ctx,
+            lambda s: accounts.change_password(
+                s,
+                account_id=info.account_id,
+                current_password=current,
+                new_password=new,
+                clock=ctx.clock,
+                settings=ctx.settings,
+                keep_session_id=info.id,
+            ),
+        )
+    except EgideError as exc:
+        return _password_page(info, error=exc.message, status=exc.status)
+    return _redirect("/account?notice=password-changed")
+
+
+# --- invitation ------------------------------------------------------------------------------
+
+_BAD_INVITATION = "This invitation link is invalid, was already used or has expired."
+
+
+def _invite_page(
+    request: Request,
+    token: str,
+    view: accounts.AccountView,
+    *,
+    error: str | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    return _with_pre_session_csrf(
+        request,
+        lambda csrf: _page(
+            "invite.html",
+            status=status,
+            title="Choose your password",
+            csrf=csrf,
+            token=token,
+            name=view.name,
+            email=view.email,
+            error=error,
+            rules=_password_rules(view.role),
+        ),
+    )
+
+
+async def _invitation(ctx: WebContext, token: str) -> accounts.AccountView | None:
+    if _INVITE_TOKEN_RE.fullmatch(token) is None:
+        return None
+    try:
+        return await _tx(
+            ctx, lambda s: accounts.invitation_account(s, token=token, clock=ctx.clock)
+        )
+    except EgideError:
+        return None
+
+
+@router.get("/invite/{token}")
+async def invite_form(request: Request, token: str) -> Response:
+    ctx = _ctx(request)
+    view = await _invitation(ctx, token)
+    if view is None:
+        return _refused(_BAD_INVITATION, 404)
+    return _invite_page(request, token, view)
+
+
+@router.post("/invite/{token}")
+async def invite_submit(request: Request, token: str) -> Response:
+    ctx = _ctx(request)
+    form = await _pre_session_post(request)
+    if not isinstance(form, dict):
+        return form
+    view = await _invitation(ctx, token)
+    if view is None:
+        return _refused(_BAD_INVITATION, 404)
+    password = form.get("password", "")
+    if not password:
+        return _invite_page(request, token, view, error="Choose a password.", status=400)
+    if password != form.get("confirm_password", ""):
+        return _invite_page(request, token, view, error="The two passwords differ.", status=400)
+    ip, device = _client(request)
+    try:
+        await _tx(
+            ctx,
+            lambda s: accounts.accept_invitation(
+                s,
+                token=token,
+                password=password,
+                clock=ctx.clock,
+                settings=ctx.settings,
+                ip=ip,
+                device=device,
+            ),
+        )
+    except EgideError as exc:
+        return _invite_page(request, token, view, error=exc.message, status=exc.status)
+    return _redirect("/login?notice=password-set")
+
+
+# --- passkeys (WebAuthn) -----------------------------------------------------------------------
+#
+# `static/passkeys.js` runs the browser side of the ceremonies (the CSP allows no inline
+# script): it POSTs JSON here, with the page's CSRF token in the `X-CSRF-Token` header.
+#
+# | route | what |
+# |---|---|
+# | `POST /login/passkey/options`, `/login/passkey/verify` | second factor after the password |
+# | `POST /login/passkey/register/options`, `/login/passkey/register` | first sign-in of staff:
+#   a passkey as the first authenticator (then ten recovery codes, shown once) |
+# | `POST /login/passkey/discover/options`, `/login/passkey/discover` | passwordless sign-in
+#   with a discoverable passkey (user verification makes it multi-factor) |
+# | `POST /account/passkeys/options`, `/account/passkeys` | add a passkey (recent MFA needed) |
+# | `POST /account/passkeys/{id}/remove` | remove one (a form; recent MFA needed) |
+#
+# Every endpoint checks the origin (ASVS V3.5.1) and the CSRF token, and accepts only an
+# `application/json` body of at most MAX_JSON_BYTES: a cross-site form cannot send that type,
+# and a cross-site fetch of it needs a CORS preflight this server never grants.
+
+MAX_JSON_BYTES = 64 * 1024
+CSRF_HEADER = "x-csrf-token"
+_JSON_TYPE = "application/json"
+_JSON_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_STEP_UP_NEEDED = (
+    "Changing your passkeys needs a recent second-factor check: sign out and sign in again, "
+    "then retry."
+)
+
+
+def _json(
+    payload: Mapping[str, Any], status: int = 200, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    merged = {**_JSON_HEADERS, **(headers or {})}
+    return JSONResponse(dict(payload), status_code=status, headers=merged)
+
+
+def _json_error(message: str, status: int, **extra: Any) -> JSONResponse:
+    return _json({"error": message, **extra}, status)
+
+
+async def _json_body(request: Request) -> dict[str, Any] | None:
+    """The JSON object of the body, read with a size limit; None when not one."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != _JSON_TYPE:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_JSON_BYTES:
+            return None
+        chunks.append(chunk)
+    try:
+        parsed = json.loads(b"".join(chunks).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+async def _pre_session_json(request: Request) -> dict[str, Any] | JSONResponse:
+    """The JSON body of a pre-session call, or the refusal (origin, CSRF header, malformed)."""
+    ctx = _ctx(request)
+    if not same_origin(request, ctx.settings):
+        return _json_error(_CSRF_REFUSED, 403)
+    if not check_pre_session(request, ctx.csrf_key, request.headers.get(CSRF_HEADER)):
+        return _json_error(_CSRF_REFUSED, 403)
+    body = await _json_body(request)
+    if body is None:
+        return _json_error("The request could not be read.", 400)
+    return body
+
+
+async def _session_json(
+    request: Request,
+) -> tuple[sessions.SessionInfo, dict[str, Any]] | JSONResponse:
+    """The session and JSON body of a signed-in call, or the refusal. Changing passkeys needs a
+    second factor within `step_up_minutes` (ASVS V7.5.1)."""
+    ctx = _ctx(request)
+    if not same_origin(request, ctx.settings):
+        return _json_error(_CSRF_REFUSED, 403)
+    info = await _signed_in(request)
+    if info is None:
+        return _json_error("You are signed out.", 401, redirect="/login")
+    if not check_csrf(info.csrf_secret, request.headers.get(CSRF_HEADER)):
+        return _json_error(_CSRF_REFUSED, 403)
+    try:
+        sessions.require_recent_mfa(info, clock=ctx.clock, settings=ctx.settings)
+    except EgideError:
+        return _json_error(_STEP_UP_NEEDED, 403)
+    body = await _json_body(request)
+    if body is None:
+        return _json_error("The request could not be read.", 400)
+    return info, body
+
+
+def _credential_json(body: Mapping[str, Any]) -> str | None:
+    credential = body.get("credential")
+    return json.dumps(credential) if isinstance(credential, dict) else None
+
+
+def _name_of(body: Mapping[str, Any]) -> str:
+    name = body.get("name")
+    return name[:256] if isinstance(name, str) else ""
+
+
+def _expired_json() -> JSONResponse:
+    response = _json_error(login.PENDING_EXPIRED, 401, redirect="/login?notice=expired")
+    clear_cookie(response, PENDING_COOKIE)
+    return response
+
+
+def _signed_in_json(result: login.LoginResult, **extra: Any) -> JSONResponse:
+    """A completed sign-in: the new session's cookie, the pending one dropped (V7.2.4)."""
+    assert result.session_token is not None
+    response = _json({"redirect": "/account", **extra})
+    set_cookie(response, SESSION_COOKIE, result.session_token)
+    clear_cookie(response, PENDING_COOKIE)
+    return response
+
+
+def _refused_json(result: login.LoginResult) -> JSONResponse:
+    if result.message == login.PENDING_EXPIRED:
+        return _expired_json()
+    status, headers = _refusal_status(result)
+    return _json({"error": result.message}, status, headers)
+
+
+def _options_error(exc: EgideError) -> JSONResponse:
+    if exc.status == 401:
+        return _expired_json()
+    return _json_error(exc.message, exc.status)
+
+
+@router.post("/login/passkey/options")
+async def passkey_login_options(request: Request) -> Response:
+    ctx = _ctx(request)
+    checked = await _pre_session_json(request)
+    if not isinstance(checked, dict):
+        return checked
+    pending = cookie_token(request, PENDING_COOKIE)
+    if pending is None:
+        return _expired_json()
+    try:
+        options = await _tx(
+            ctx,
+            lambda s: passkeys.begin_authentication(
+                s, pending_token=pending, clock=ctx.clock, settings=ctx.settings
+            ),
+        )
+    except EgideError as exc:
+        return _options_error(exc)
+    return _json(options)
+
+
+@router.post("/login/passkey/verify")
+async def passkey_login_verify(request: Request) -> Response:
+    ctx = _ctx(request)
+    checked = await _pre_session_json(request)
+    if not isinstance(checked, dict):
+        return checked
+    pending = cookie_token(request, PENDING_COOKIE)
+    if pending is None:
+        return _expired_json()
+    credential = _credential_json(checked) or ""
+    ip, device = _client(request)
+    result = await _step(
+        request,
+        lambda s: passkeys.finish_authentication(
+            s,
+            pending_token=pending,
+            credential_json=credential,
+            clock=ctx.clock,
+            settings=ctx.settings,
+            ip=ip,
+            device=device,
+        ),
+    )
+    if result.outcome == "signed_in" and result.session_token:
+        return _signed_in_json(result)
+    return _refused_json(result)
+
+
+@router.post("/login/passkey/register/options")
+async def passkey_enrol_options(request: Request) -> Response:
+    ctx = _ctx(request)
+    checked = await _pre_session_json(request)
+    if not isinstance(checked, dict):
+        return checked
+    pending = cookie_token(request, PENDING_COOKIE)
+    if pending is None:
+        return _expired_json()
+    try:
+        options = await _tx(
+            ctx,
+            lambda s: passkeys.begin_enrolment(
+                s, pending_token=pending, clock=ctx.clock, settings=ctx.settings
+            ),
+        )
+    except EgideError as exc:
+        return _options_error(exc)
+    return _json(options)
+
+
+@router.post("/login/passkey/register")
+async def passkey_enrol_finish(request: Request) -> Response:
+    ctx = _ctx(request)
+    checked = await _pre_session_json(request)
+    if not isinstance(checked, dict):
+        return checked
+    pending = cookie_token(request, PENDING_COOKIE)
+    if pending is None:
+        return _expired_json()
+    credential = _credential_json(checked) or ""
+    name = _name_of(checked)
+    ip, device = _client(request)
+    try:
+        result, codes = await _step(
+            request,
+            lambda s: passkeys.finish_enrolment(
+                s,
+                pending_token=pending,
+                credential_json=credential,
+                name=name,
+                clock=ctx.clock,
+                settings=ctx.settings,
+                ip=ip,
+                device=device,
+            ),
+        )
+    except EgideError as exc:
+        return _json_error(exc.message, exc.status)
+    if result.outcome == "signed_in" and result.session_token:
+        # The recovery codes are in this answer only (passkeys.js shows them once).
+        return _signed_in_json(result, recovery_codes=codes)
+    return _refused_json(result)
+
+
+@router.post("/login/passkey/discover/options")
+async def passkey_discover_options(request: Request) -> Response:
+    ctx = _ctx(request)
+    checked = await _pre_session_json(request)
+    if not isinstance(checked, dict):
+        return checked
+    options = await _tx(
+        ctx,
+        lambda s: passkeys.begin_authentication(
+            s, pending_token=None, clock=ctx.clock, settings=ctx.settings
+        ),
+    )
+    return _json(options)
+
+
+@router.post("/login/passkey/discover")
+async def passkey_discover_verify(request: Request) -> Response:
+    ctx = _ctx(request)
+    checked = await _pre_session_json(request)
+    if not isinstance(checked, dict):
+        return checked
+    credential = _credential_json(checked) or ""
+    ip, device = _client(request)
+    result = await _step(
+        request,
+        lambda s: passkeys.finish_authentication(
+            s,
+            pending_token=None,
+            credential_json=credential,
+            clock=ctx.clock,
+            settings=ctx.settings,
+            ip=ip,
+            device=device,
+        ),
+    )
+    if result.outcome == "signed_in" and result.session_token:
+        return _signed_in_json(result)
+    status, headers = _refusal_status(result)
+    return _json({"error": result.message}, status, headers)
+
+
+@router.post("/account/passkeys/options")
+async def passkey_add_options(request: Request) -> Response:
+    ctx = _ctx(request)
+    checked = await _session_json(request)
+    if not isinstance(checked, tuple):
+        return checked
+    info, _ = checked
+    try:
+        options = await _tx(
+            ctx,
+            lambda s: passkeys.begin_registration(
+                s, account_id=info.account_id, clock=ctx.clock, settings=ctx.settings
+            ),
+        )
+    except EgideError as exc:
+        return _json_error(exc.message, exc.status)
+    return _json(options)
+
+
+@router.post("/account/passkeys")
+async def passkey_add(request: Request) -> Response:
+    ctx = _ctx(request)
+    checked = await _session_json(request)
+    if not isinstance(checked, tuple):
+        return checked
+    info, body = checked
+    credential = _credential_json(body) or ""
+    name = _name_of(body)
+    try:
+        added = await _tx(
+            ctx,
+            lambda s: passkeys.finish_registration(
+                s,
+                account_id=info.account_id,
+                credential_json=credential,
+                name=name,
+                clock=ctx.clock,
+                settings=ctx.settings,
+                keep_session_id=info.id,
+            ),
+        )
+    except EgideError as exc:
+        return _json_error(exc.message, exc.status)
+    return _json({"redirect": "/account?notice=passkey-added", "id": added.id}, 201)
+
+
+@router.post("/account/passkeys/{passkey_id}/remove")
+async def passkey_remove(request: Request, passkey_id: str) -> Response:
+    ctx = _ctx(request)
+    checked = await _session_post(request)
+    if not isinstance(checked, tuple):
+        return checked
+    info, _ = checked
+    if _ID_RE.fullmatch(passkey_id) is None:
+        return _refused("No such passkey.", 404)
+    try:
+        sessions.require_recent_mfa(info, clock=ctx.clock, settings=ctx.settings)
+    except EgideError:
+        return _refused(_STEP_UP_NEEDED, 403)
+    try:
+        await _tx(
+            ctx,
+            lambda s: passkeys.remove_passkey(
+                s,
+                account_id=info.account_id,
+                passkey_id=passkey_id,
+                clock=ctx.clock,
+                keep_session_id=info.id,
+            ),
+        )
+    except EgideError as exc:
+        return _refused(exc.message, exc.status)
+    return _redirect("/account?notice=passkey-removed")
