@@ -15,6 +15,7 @@ from egide.cli.main import build
 from egide.cli.runtime import Services, background_pass, open_services, open_witness, witness_pusher
 from egide.core.settings import load_settings
 from egide.web import oauth as web_oauth
+from egide.web import passkey_views as web_passkeys
 from egide.web import views as web_views
 from egide.web.context import WebContext, derive_csrf_key
 
@@ -48,6 +49,8 @@ def api_for(services: Services) -> FastAPI:
             csrf_key=derive_csrf_key(services.keyring.secret("blind-index")),
         ),
     )
+    # The passkey (WebAuthn) endpoints of those pages (JSON, for `passkeys.js`).
+    web_passkeys.install(app)
     # SMART App Launch 2: the authorization endpoint is a page (sign-in and consent).
     web_oauth.install(app)
     return app

@@ -15,58 +15,32 @@ skipped locally and fails under CI (CI=true).
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from egide.app import api_for
-from egide.cli.runtime import OPERATOR, Services, initialise, open_services
-from egide.db.engine import transaction
-from egide.identity import accounts, totp
+from egide.cli.runtime import Services, initialise, open_services
+from egide.identity import totp
+from tests.browser.browser_support import TIMEOUT_MS, invite_physician, launch_chromium
 from tests.helpers import make_settings
+from tests.serving import serve_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.served]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 NAME = "Émilie Lefèvre-Nguyễn"
 EMAIL = "emilie.lefevre@clinique.example"
 PASSWORD = "quatre chats gris sur un toit de Nantes"
-TIMEOUT_MS = 20_000
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is absent: apt-get install chromium (scripts/ensure-system-deps.sh)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with launch_chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
@@ -81,43 +55,12 @@ def installation(tmp_path: Path) -> Iterator[Services]:
 @pytest.fixture
 def base_url(installation: Services) -> Iterator[str]:
     """uvicorn in a thread on a socket bound before it starts (no free-port race)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        api_for(installation), log_level="warning", access_log=False, lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the uvicorn server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
-        sock.close()
+    with serve_app(api_for(installation)) as url:
+        yield url
 
 
 def _invitation(services: Services) -> str:
-    with transaction(services.session_factory) as session:
-        _, token = accounts.create_account(
-            session,
-            email=EMAIL,
-            name=NAME,
-            role="physician",
-            clock=services.records.clock,
-            settings=services.settings,
-            envelope=services.records.envelope,
-            actor=OPERATOR,
-        )
-    return token
+    return invite_physician(services, email=EMAIL, name=NAME)
 
 
 def _next_code(secret: bytes) -> str:

@@ -18,48 +18,31 @@ http://localhost:PORT (a secure context for Chromium), with the RP ID "localhost
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
-from playwright.sync_api import Browser, CDPSession, Page, expect, sync_playwright
+from playwright.sync_api import Browser, CDPSession, Page, expect
 from sqlalchemy import select
 
 from egide.app import api_for
-from egide.cli.runtime import OPERATOR, Services, initialise, open_services
+from egide.cli.runtime import Services, initialise, open_services
 from egide.db.engine import transaction
 from egide.identity import accounts
 from egide.identity.models import Passkey
 from egide.ledger.models import LedgerEntry
 from egide.ledger.service import flush_pending
+from tests.browser.browser_support import TIMEOUT_MS, invite_physician, launch_chromium
 from tests.helpers import make_settings
+from tests.serving import bound_socket, serve_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.served]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # The server listens on IPv4 loopback only: resolve localhost there, never to ::1.
-    "--host-resolver-rules=MAP localhost 127.0.0.1",
-]
 NAME = "Yannick Le Goff"
 EMAIL = "yannick.legoff@clinique.example"
 PASSWORD = "trois mouettes sur le quai de Brest"
-TIMEOUT_MS = 20_000
 
 
 @dataclass
@@ -70,19 +53,9 @@ class Served:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is absent: apt-get install chromium (scripts/ensure-system-deps.sh)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
+    # The server listens on IPv4 loopback only: resolve localhost there, never to ::1.
+    with launch_chromium(["--host-resolver-rules=MAP localhost 127.0.0.1"]) as launched:
+        yield launched
 
 
 @pytest.fixture
@@ -92,47 +65,21 @@ def served(tmp_path: Path) -> Iterator[Served]:
     The socket is bound first, so the settings can name the port: public_base_url gives the
     origin and RP ID ("localhost") the passkeys are bound to.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
+    sock = bound_socket()
     base_url = f"http://localhost:{sock.getsockname()[1]}"
     settings = make_settings(tmp_path / "data", public_base_url=base_url)
     assert settings.effective_webauthn_rp_id == "localhost"
     initialise(settings)
     services = open_services(settings)
-    config = uvicorn.Config(
-        api_for(services), log_level="warning", access_log=False, lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the uvicorn server did not start")
-        time.sleep(0.02)
     try:
-        yield Served(services, base_url)
+        with serve_app(api_for(services), sock):
+            yield Served(services, base_url)
     finally:
-        server.should_exit = True
-        thread.join(timeout=60)
-        sock.close()
         services.close()
 
 
 def _staff_with_password(services: Services) -> None:
-    with transaction(services.session_factory) as session:
-        _, token = accounts.create_account(
-            session,
-            email=EMAIL,
-            name=NAME,
-            role="physician",
-            clock=services.records.clock,
-            settings=services.settings,
-            envelope=services.records.envelope,
-            actor=OPERATOR,
-        )
+    token = invite_physician(services, email=EMAIL, name=NAME)
     with transaction(services.session_factory) as session:
         accounts.accept_invitation(
             session,

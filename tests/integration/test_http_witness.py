@@ -16,14 +16,12 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect, select, text
 
@@ -48,6 +46,7 @@ from egide.ledger.service import Act, Action, append
 from egide.ledger.witness import CosignatureVerifier, format_add_checkpoint
 from egide.ledger.witness_store import origin_directory
 from tests.helpers import make_settings
+from tests.serving import serve_app
 
 EGIDE = Path(sys.executable).parent / "egide"
 A_ORIGIN = "a.example/ledger"
@@ -78,28 +77,8 @@ def _open(settings: Settings, clock: FixedClock) -> Services:
 @contextmanager
 def _serve(services: Services) -> Iterator[str]:
     """uvicorn in a thread on a socket bound first (no port race); yields the base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        api_for(services), log_level="warning", access_log=False, lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the uvicorn server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
-        sock.close()
+    with serve_app(api_for(services)) as url:
+        yield url
 
 
 def _free_port() -> int:

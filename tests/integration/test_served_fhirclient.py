@@ -8,14 +8,10 @@ bearer token added to that session the way an integration would.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
 import requests
-import uvicorn
 from fhirclient import client as fhir_client
 from fhirclient.models.humanname import HumanName
 from fhirclient.models.observation import Observation
@@ -24,6 +20,7 @@ from fhirclient.server import FHIRNotFoundException, FHIRUnauthorizedException
 
 from egide.app import api_for
 from egide.cli.runtime import Services
+from tests.serving import serve_app
 
 pytestmark = pytest.mark.served
 
@@ -33,28 +30,8 @@ FAMILY = "Kerguélen-Ozanne"
 @pytest.fixture
 def base_url(services: Services) -> Iterator[str]:
     """uvicorn in a background thread on a socket bound before it starts (no port race)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        api_for(services), log_level="warning", access_log=False, lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the uvicorn server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}/fhir"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
-        sock.close()
+    with serve_app(api_for(services)) as url:
+        yield f"{url}/fhir"
 
 
 def _smart(base_url: str, token: str | None) -> fhir_client.FHIRClient:

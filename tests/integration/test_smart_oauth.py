@@ -20,9 +20,6 @@ import datetime as dt
 import html
 import json
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.cookiejar import Cookie, CookieJar
@@ -32,7 +29,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-import uvicorn
 from authlib.common.security import generate_token
 from authlib.integrations.requests_client import OAuth2Session, OAuthError
 from authlib.oauth2.rfc7523 import PrivateKeyJWT
@@ -57,6 +53,7 @@ from tests.integration.identity_support import (
     patient,
     staff,
 )
+from tests.serving import serve_app
 
 pytestmark = pytest.mark.served
 
@@ -74,28 +71,8 @@ _HIDDEN_RE = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 def base(services: Services, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """uvicorn in a thread on a socket bound before it starts; yields http://127.0.0.1:PORT."""
     monkeypatch.setenv("AUTHLIB_INSECURE_TRANSPORT", "1")  # http on loopback (RFC 8252 8.3)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        api_for(services), log_level="warning", access_log=False, lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the uvicorn server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
-        sock.close()
+    with serve_app(api_for(services)) as url:
+        yield url
 
 
 class LoopbackJar(CookieJar):

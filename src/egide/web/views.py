@@ -12,8 +12,8 @@ Routes (all under `/`):
 | `GET/POST /account/step-up?next=...` | re-authenticate (TOTP, or the password without one) |
 | `GET/POST /account/password` | change the password (current and new, ASVS V6.2.2, V6.2.3) |
 | `POST /logout` | end this session, clear the cookies (ASVS V7.4.1) |
-| `POST /login/passkey/...` | passkey JSON endpoints of the sign-in (`passkeys.js`; see below) |
-| `POST /account/passkeys...` | add a passkey (JSON), remove one (form) |
+| `POST /login/passkey/...` | passkey JSON endpoints of the sign-in (`passkey_views`) |
+| `POST /account/passkeys...` | add a passkey (JSON), remove one (form) (`passkey_views`) |
 | `GET/POST /invite/{token}` | accept an invitation: choose the first password |
 
 The pages authenticate with the `__Host-egide_session` cookie only; the FHIR API keeps bearer
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import json
+import functools
 import re
 from collections.abc import Callable, Mapping
 from importlib import resources
@@ -37,7 +37,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from sqlalchemy.orm import Session
 
@@ -215,6 +215,18 @@ async def _pre_session_post(request: Request) -> dict[str, str] | HTMLResponse:
     return form
 
 
+async def _pending_post(request: Request) -> tuple[str, dict[str, str]] | Response:
+    """The pending sign-in's token and the form of a POST that continues it, or the answer
+    that ends the request (as `_pre_session_post`; back to `/login` when nothing is pending)."""
+    form = await _pre_session_post(request)
+    if not isinstance(form, dict):
+        return form
+    pending = cookie_token(request, PENDING_COOKIE)
+    if pending is None:
+        return _redirect("/login?notice=expired")
+    return pending, form
+
+
 async def _signed_in(request: Request) -> sessions.SessionInfo | None:
     ctx = _ctx(request)
     token = cookie_token(request, SESSION_COOKIE)
@@ -308,6 +320,34 @@ def _after_step(result: login.LoginResult) -> RedirectResponse | None:
     return None
 
 
+async def _sign_in_step(request: Request, step: Callable[..., T], **fields: str) -> T:
+    """A `login` sign-in step with `fields`, this request's client and the context, run by
+    `_step` (so the browser's previous session ends when it signs in)."""
+    ctx = _ctx(request)
+    ip, device = _client(request)
+    return await _step(
+        request,
+        lambda s: step(
+            s,
+            **fields,
+            clock=ctx.clock,
+            settings=ctx.settings,
+            envelope=ctx.envelope,
+            ip=ip,
+            device=device,
+        ),
+    )
+
+
+def _refused_step(result: login.LoginResult, page: Callable[..., HTMLResponse]) -> Response:
+    """A refused step of a pending sign-in: back to the first step when it expired, else
+    `page` again with the message, 401 or 429 (`_refusal_status`)."""
+    if result.message == login.PENDING_EXPIRED:
+        return _start_again()
+    status, headers = _refusal_status(result)
+    return page(error=result.message, status=status, headers=headers)
+
+
 def _notice(request: Request) -> str | None:
     return NOTICES.get(request.query_params.get("notice", ""))
 
@@ -378,7 +418,6 @@ async def login_form(request: Request) -> Response:
 
 @router.post("/login")
 async def login_submit(request: Request) -> Response:
-    ctx = _ctx(request)
     form = await _pre_session_post(request)
     if not isinstance(form, dict):
         return form
@@ -388,20 +427,7 @@ async def login_submit(request: Request) -> Response:
         return _login_page(
             request, email=email, error="Enter your e-mail address and password.", status=400
         )
-    ip, device = _client(request)
-    result = await _step(
-        request,
-        lambda s: login.password_step(
-            s,
-            email=email,
-            password=password,
-            clock=ctx.clock,
-            settings=ctx.settings,
-            envelope=ctx.envelope,
-            ip=ip,
-            device=device,
-        ),
-    )
+    result = await _sign_in_step(request, login.password_step, email=email, password=password)
     done = follow_next(request, _after_step(result))
     if done is not None:
         return done
@@ -438,37 +464,18 @@ async def mfa_form(request: Request) -> Response:
 
 @router.post("/login/mfa")
 async def mfa_submit(request: Request) -> Response:
-    ctx = _ctx(request)
-    form = await _pre_session_post(request)
-    if not isinstance(form, dict):
-        return form
-    pending = cookie_token(request, PENDING_COOKIE)
-    if pending is None:
-        return _redirect("/login?notice=expired")
+    checked = await _pending_post(request)
+    if not isinstance(checked, tuple):
+        return checked
+    pending, form = checked
     code = form.get("code", "").strip()
     if not code:
         return _mfa_page(request, error="Enter the code.", status=400)
-    ip, device = _client(request)
-    result = await _step(
-        request,
-        lambda s: login.mfa_step(
-            s,
-            pending_token=pending,
-            code=code,
-            clock=ctx.clock,
-            settings=ctx.settings,
-            envelope=ctx.envelope,
-            ip=ip,
-            device=device,
-        ),
-    )
+    result = await _sign_in_step(request, login.mfa_step, pending_token=pending, code=code)
     done = follow_next(request, _after_step(result))
     if done is not None:
         return done
-    if result.message == login.PENDING_EXPIRED:
-        return _start_again()
-    status, headers = _refusal_status(result)
-    return _mfa_page(request, error=result.message, status=status, headers=headers)
+    return _refused_step(result, functools.partial(_mfa_page, request))
 
 
 def _enrol_page(
@@ -529,38 +536,21 @@ async def enrol_form(request: Request) -> Response:
 
 @router.post("/login/enrol")
 async def enrol_submit(request: Request) -> Response:
-    ctx = _ctx(request)
-    form = await _pre_session_post(request)
-    if not isinstance(form, dict):
-        return form
-    pending = cookie_token(request, PENDING_COOKIE)
-    if pending is None:
-        return _redirect("/login?notice=expired")
+    checked = await _pending_post(request)
+    if not isinstance(checked, tuple):
+        return checked
+    pending, form = checked
     code = form.get("code", "").strip()
     if not code:
         return _enrol_page(request, None, error="Enter the code your app shows.", status=400)
-    ip, device = _client(request)
     try:
-        result, codes = await _step(
-            request,
-            lambda s: login.confirm_enrol_step(
-                s,
-                pending_token=pending,
-                code=code,
-                clock=ctx.clock,
-                envelope=ctx.envelope,
-                settings=ctx.settings,
-                ip=ip,
-                device=device,
-            ),
+        result, codes = await _sign_in_step(
+            request, login.confirm_enrol_step, pending_token=pending, code=code
         )
     except EgideError as exc:
         return _enrol_page(request, None, error=exc.message, status=exc.status)
     if result.outcome != "signed_in" or not result.session_token:
-        if result.message == login.PENDING_EXPIRED:
-            return _start_again()
-        status, headers = _refusal_status(result)
-        return _enrol_page(request, None, error=result.message, status=status, headers=headers)
+        return _refused_step(result, functools.partial(_enrol_page, request, None))
     # The recovery codes are shown once, on this page only (never stored in clear; the
     # page is not cached: Cache-Control no-store).
     response = _page("recovery_codes.html", title="Your recovery codes", codes=codes)
@@ -904,356 +894,3 @@ async def invite_submit(request: Request, token: str) -> Response:
     except EgideError as exc:
         return _invite_page(request, token, view, error=exc.message, status=exc.status)
     return _redirect("/login?notice=password-set")
-
-
-# --- passkeys (WebAuthn) -----------------------------------------------------------------------
-#
-# `static/passkeys.js` runs the browser side of the ceremonies (the CSP allows no inline
-# script): it POSTs JSON here, with the page's CSRF token in the `X-CSRF-Token` header.
-#
-# | route | what |
-# |---|---|
-# | `POST /login/passkey/options`, `/login/passkey/verify` | second factor after the password |
-# | `POST /login/passkey/register/options`, `/login/passkey/register` | first sign-in of staff:
-#   a passkey as the first authenticator (then ten recovery codes, shown once) |
-# | `POST /login/passkey/discover/options`, `/login/passkey/discover` | passwordless sign-in
-#   with a discoverable passkey (user verification makes it multi-factor) |
-# | `POST /account/passkeys/options`, `/account/passkeys` | add a passkey (recent MFA needed) |
-# | `POST /account/passkeys/{id}/remove` | remove one (a form; recent MFA needed) |
-#
-# Every endpoint checks the origin (ASVS V3.5.1) and the CSRF token, and accepts only an
-# `application/json` body of at most MAX_JSON_BYTES: a cross-site form cannot send that type,
-# and a cross-site fetch of it needs a CORS preflight this server never grants.
-
-MAX_JSON_BYTES = 64 * 1024
-CSRF_HEADER = "x-csrf-token"
-_JSON_TYPE = "application/json"
-_JSON_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-_STEP_UP_NEEDED = (
-    "Changing your passkeys needs a recent second-factor check: sign out and sign in again, "
-    "then retry."
-)
-
-
-def _json(
-    payload: Mapping[str, Any], status: int = 200, headers: Mapping[str, str] | None = None
-) -> JSONResponse:
-    merged = {**_JSON_HEADERS, **(headers or {})}
-    return JSONResponse(dict(payload), status_code=status, headers=merged)
-
-
-def _json_error(message: str, status: int, **extra: Any) -> JSONResponse:
-    return _json({"error": message, **extra}, status)
-
-
-async def _json_body(request: Request) -> dict[str, Any] | None:
-    """The JSON object of the body, read with a size limit; None when not one."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media != _JSON_TYPE:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_JSON_BYTES:
-            return None
-        chunks.append(chunk)
-    try:
-        parsed = json.loads(b"".join(chunks).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return None
-    return parsed if isinstance(parsed, dict) else None
-
-
-async def _pre_session_json(request: Request) -> dict[str, Any] | JSONResponse:
-    """The JSON body of a pre-session call, or the refusal (origin, CSRF header, malformed)."""
-    ctx = _ctx(request)
-    if not same_origin(request, ctx.settings):
-        return _json_error(_CSRF_REFUSED, 403)
-    if not check_pre_session(request, ctx.csrf_key, request.headers.get(CSRF_HEADER)):
-        return _json_error(_CSRF_REFUSED, 403)
-    body = await _json_body(request)
-    if body is None:
-        return _json_error("The request could not be read.", 400)
-    return body
-
-
-async def _session_json(
-    request: Request,
-) -> tuple[sessions.SessionInfo, dict[str, Any]] | JSONResponse:
-    """The session and JSON body of a signed-in call, or the refusal. Changing passkeys needs a
-    second factor within `step_up_minutes` (ASVS V7.5.1)."""
-    ctx = _ctx(request)
-    if not same_origin(request, ctx.settings):
-        return _json_error(_CSRF_REFUSED, 403)
-    info = await _signed_in(request)
-    if info is None:
-        return _json_error("You are signed out.", 401, redirect="/login")
-    if not check_csrf(info.csrf_secret, request.headers.get(CSRF_HEADER)):
-        return _json_error(_CSRF_REFUSED, 403)
-    try:
-        sessions.require_recent_mfa(info, clock=ctx.clock, settings=ctx.settings)
-    except EgideError:
-        return _json_error(_STEP_UP_NEEDED, 403)
-    body = await _json_body(request)
-    if body is None:
-        return _json_error("The request could not be read.", 400)
-    return info, body
-
-
-def _credential_json(body: Mapping[str, Any]) -> str | None:
-    credential = body.get("credential")
-    return json.dumps(credential) if isinstance(credential, dict) else None
-
-
-def _name_of(body: Mapping[str, Any]) -> str:
-    name = body.get("name")
-    return name[:256] if isinstance(name, str) else ""
-
-
-def _expired_json() -> JSONResponse:
-    response = _json_error(login.PENDING_EXPIRED, 401, redirect="/login?notice=expired")
-    clear_cookie(response, PENDING_COOKIE)
-    return response
-
-
-def _signed_in_json(result: login.LoginResult, **extra: Any) -> JSONResponse:
-    """A completed sign-in: the new session's cookie, the pending one dropped (V7.2.4)."""
-    assert result.session_token is not None
-    response = _json({"redirect": "/account", **extra})
-    set_cookie(response, SESSION_COOKIE, result.session_token)
-    clear_cookie(response, PENDING_COOKIE)
-    return response
-
-
-def _refused_json(result: login.LoginResult) -> JSONResponse:
-    if result.message == login.PENDING_EXPIRED:
-        return _expired_json()
-    status, headers = _refusal_status(result)
-    return _json({"error": result.message}, status, headers)
-
-
-def _options_error(exc: EgideError) -> JSONResponse:
-    if exc.status == 401:
-        return _expired_json()
-    return _json_error(exc.message, exc.status)
-
-
-@router.post("/login/passkey/options")
-async def passkey_login_options(request: Request) -> Response:
-    ctx = _ctx(request)
-    checked = await _pre_session_json(request)
-    if not isinstance(checked, dict):
-        return checked
-    pending = cookie_token(request, PENDING_COOKIE)
-    if pending is None:
-        return _expired_json()
-    try:
-        options = await _tx(
-            ctx,
-            lambda s: passkeys.begin_authentication(
-                s, pending_token=pending, clock=ctx.clock, settings=ctx.settings
-            ),
-        )
-    except EgideError as exc:
-        return _options_error(exc)
-    return _json(options)
-
-
-@router.post("/login/passkey/verify")
-async def passkey_login_verify(request: Request) -> Response:
-    ctx = _ctx(request)
-    checked = await _pre_session_json(request)
-    if not isinstance(checked, dict):
-        return checked
-    pending = cookie_token(request, PENDING_COOKIE)
-    if pending is None:
-        return _expired_json()
-    credential = _credential_json(checked) or ""
-    ip, device = _client(request)
-    result = await _step(
-        request,
-        lambda s: passkeys.finish_authentication(
-            s,
-            pending_token=pending,
-            credential_json=credential,
-            clock=ctx.clock,
-            settings=ctx.settings,
-            ip=ip,
-            device=device,
-        ),
-    )
-    if result.outcome == "signed_in" and result.session_token:
-        return _signed_in_json(result)
-    return _refused_json(result)
-
-
-@router.post("/login/passkey/register/options")
-async def passkey_enrol_options(request: Request) -> Response:
-    ctx = _ctx(request)
-    checked = await _pre_session_json(request)
-    if not isinstance(checked, dict):
-        return checked
-    pending = cookie_token(request, PENDING_COOKIE)
-    if pending is None:
-        return _expired_json()
-    try:
-        options = await _tx(
-            ctx,
-            lambda s: passkeys.begin_enrolment(
-                s, pending_token=pending, clock=ctx.clock, settings=ctx.settings
-            ),
-        )
-    except EgideError as exc:
-        return _options_error(exc)
-    return _json(options)
-
-
-@router.post("/login/passkey/register")
-async def passkey_enrol_finish(request: Request) -> Response:
-    ctx = _ctx(request)
-    checked = await _pre_session_json(request)
-    if not isinstance(checked, dict):
-        return checked
-    pending = cookie_token(request, PENDING_COOKIE)
-    if pending is None:
-        return _expired_json()
-    credential = _credential_json(checked) or ""
-    name = _name_of(checked)
-    ip, device = _client(request)
-    try:
-        result, codes = await _step(
-            request,
-            lambda s: passkeys.finish_enrolment(
-                s,
-                pending_token=pending,
-                credential_json=credential,
-                name=name,
-                clock=ctx.clock,
-                settings=ctx.settings,
-                ip=ip,
-                device=device,
-            ),
-        )
-    except EgideError as exc:
-        return _json_error(exc.message, exc.status)
-    if result.outcome == "signed_in" and result.session_token:
-        # The recovery codes are in this answer only (passkeys.js shows them once).
-        return _signed_in_json(result, recovery_codes=codes)
-    return _refused_json(result)
-
-
-@router.post("/login/passkey/discover/options")
-async def passkey_discover_options(request: Request) -> Response:
-    ctx = _ctx(request)
-    checked = await _pre_session_json(request)
-    if not isinstance(checked, dict):
-        return checked
-    options = await _tx(
-        ctx,
-        lambda s: passkeys.begin_authentication(
-            s, pending_token=None, clock=ctx.clock, settings=ctx.settings
-        ),
-    )
-    return _json(options)
-
-
-@router.post("/login/passkey/discover")
-async def passkey_discover_verify(request: Request) -> Response:
-    ctx = _ctx(request)
-    checked = await _pre_session_json(request)
-    if not isinstance(checked, dict):
-        return checked
-    credential = _credential_json(checked) or ""
-    ip, device = _client(request)
-    result = await _step(
-        request,
-        lambda s: passkeys.finish_authentication(
-            s,
-            pending_token=None,
-            credential_json=credential,
-            clock=ctx.clock,
-            settings=ctx.settings,
-            ip=ip,
-            device=device,
-        ),
-    )
-    if result.outcome == "signed_in" and result.session_token:
-        return _signed_in_json(result)
-    status, headers = _refusal_status(result)
-    return _json({"error": result.message}, status, headers)
-
-
-@router.post("/account/passkeys/options")
-async def passkey_add_options(request: Request) -> Response:
-    ctx = _ctx(request)
-    checked = await _session_json(request)
-    if not isinstance(checked, tuple):
-        return checked
-    info, _ = checked
-    try:
-        options = await _tx(
-            ctx,
-            lambda s: passkeys.begin_registration(
-                s, account_id=info.account_id, clock=ctx.clock, settings=ctx.settings
-            ),
-        )
-    except EgideError as exc:
-        return _json_error(exc.message, exc.status)
-    return _json(options)
-
-
-@router.post("/account/passkeys")
-async def passkey_add(request: Request) -> Response:
-    ctx = _ctx(request)
-    checked = await _session_json(request)
-    if not isinstance(checked, tuple):
-        return checked
-    info, body = checked
-    credential = _credential_json(body) or ""
-    name = _name_of(body)
-    try:
-        added = await _tx(
-            ctx,
-            lambda s: passkeys.finish_registration(
-                s,
-                account_id=info.account_id,
-                credential_json=credential,
-                name=name,
-                clock=ctx.clock,
-                settings=ctx.settings,
-                keep_session_id=info.id,
-            ),
-        )
-    except EgideError as exc:
-        return _json_error(exc.message, exc.status)
-    return _json({"redirect": "/account?notice=passkey-added", "id": added.id}, 201)
-
-
-@router.post("/account/passkeys/{passkey_id}/remove")
-async def passkey_remove(request: Request, passkey_id: str) -> Response:
-    ctx = _ctx(request)
-    checked = await _session_post(request)
-    if not isinstance(checked, tuple):
-        return checked
-    info, _ = checked
-    if _ID_RE.fullmatch(passkey_id) is None:
-        return _refused("No such passkey.", 404)
-    try:
-        sessions.require_recent_mfa(info, clock=ctx.clock, settings=ctx.settings)
-    except EgideError:
-        return _refused(_STEP_UP_NEEDED, 403)
-    try:
-        await _tx(
-            ctx,
-            lambda s: passkeys.remove_passkey(
-                s,
-                account_id=info.account_id,
-                passkey_id=passkey_id,
-                clock=ctx.clock,
-                keep_session_id=info.id,
-            ),
-        )
-    except EgideError as exc:
-        return _refused(exc.message, exc.status)
-    return _redirect("/account?notice=passkey-removed")
