@@ -9,6 +9,11 @@
   Services). Answers are JSON with `Cache-Control: no-store` (RFC 6749 section 5.1); errors are
   `{"error", "error_description"}` (section 5.2).
 
+* `POST /oauth/revoke`: RFC 7009 token revocation. The client authenticates as at the token
+  endpoint (public: `client_id`; confidential and backend: `private_key_jwt`); the answer is
+  200 with an empty body whether or not the token was known (RFC 7009 section 2.2), and a
+  client revokes only its own tokens (section 2.1). ASVS 5.0 V10.4.9.
+
 The authorization endpoint is a page (`egide.web.oauth`): it needs the signed-in browser.
 The logic lives in `egide.identity.oauth`; this module parses and answers.
 """
@@ -67,6 +72,9 @@ def smart_configuration(base: str) -> dict[str, Any]:
         "issuer": base,
         "authorization_endpoint": oauth.authorize_endpoint_of(base),
         "token_endpoint": oauth.token_endpoint_of(base),
+        # RFC 7009 token revocation (SMART App Launch 2 lists `revocation_endpoint`).
+        "revocation_endpoint": oauth.revocation_endpoint_of(base),
+        "revocation_endpoint_auth_methods_supported": ["private_key_jwt", "none"],
         "grant_types_supported": ["authorization_code", "client_credentials"],
         "response_types_supported": ["code"],
         # RFC 9207: the authorization response carries `iss` (against mix-up attacks).
@@ -150,6 +158,45 @@ async def token(request: Request) -> Response:
     if isinstance(result, oauth.OAuthFailure):
         return _error(result)
     return JSONResponse(result.body(), headers=NO_STORE)
+
+
+@router.post("/oauth/revoke", tags=["oauth"])
+async def revoke(request: Request) -> Response:
+    """RFC 7009 revocation: `token` (and an optional `token_type_hint`) with the client's
+    authentication; 200 even for an unknown token (RFC 7009 section 2.2)."""
+    ctx = _ctx(request)
+    pairs = await _pairs(request)
+    if pairs is None:
+        return _error(
+            oauth.OAuthFailure(
+                "invalid_request", f"send the parameters as {_FORM} (at most 16 KiB)"
+            )
+        )
+    if request.headers.get("authorization"):
+        return _error(
+            oauth.OAuthFailure(
+                "invalid_client", "use private_key_jwt or a public client's client_id", 401
+            )
+        )
+    ip = request.client.host if request.client else None
+    device = request.headers.get("user-agent", "")[:128] or None
+    base = server_base(request)
+
+    def work(session: Session) -> oauth.OAuthFailure | None:
+        return oauth.revoke_request(
+            session,
+            pairs=pairs,
+            token_endpoint=oauth.token_endpoint_of(base),
+            revocation_endpoint=oauth.revocation_endpoint_of(base),
+            clock=ctx.records.clock,
+            ip=ip,
+            device=device,
+        )
+
+    failure = await run_in_threadpool(run_in_transaction, ctx.session_factory, work)
+    if failure is not None:
+        return _error(failure)
+    return Response(status_code=200, headers=NO_STORE)
 
 
 def install(app: FastAPI) -> None:

@@ -57,6 +57,9 @@ class Settings(BaseModel):
     session_idle_minutes: int = Field(default=15, ge=1)
     patient_session_idle_minutes: int = Field(default=30, ge=1)
     session_absolute_hours: int = Field(default=12, ge=1)
+    # At most this many live web sessions per account: a new sign-in beyond it ends the least
+    # recently used ones (ASVS V7.1.2, documented concurrent-session limit).
+    max_sessions_per_account: int = Field(default=10, ge=1)
     # How long an invitation link stays valid.
     invitation_hours: int = Field(default=72, ge=1)
     # Sensitive actions need a second factor checked within this many minutes (step-up).

@@ -26,6 +26,8 @@ the caller's transaction (DESIGN.md contract 2), and no secret ever leaves in cl
   and stored as SHA-256 hashes (ASVS V6.5.2).
 * A password change, a new authenticator, an MFA reset and disabling an account revoke the
   account's other sessions (ASVS V7.4.3); disabling an account ends all of them (V7.4.2).
+  A password change, an MFA reset, a role change and disabling also revoke the account's
+  OAuth access tokens (`oauth.revoke_account_tokens`; ASVS V10.4.9).
 * Re-authentication before sensitive changes (ASVS V7.5.1, V7.5.3; the identity issue, item 8):
   replacing an enrolled authenticator, or enrolling one from a session, needs a session that
   stepped up within `settings.step_up_minutes` (`sessions.require_recent_mfa`); a first
@@ -53,10 +55,11 @@ from egide.core.ids import new_id
 from egide.core.principal import Principal
 from egide.core.settings import Settings
 from egide.crypto.envelope import Envelope
-from egide.identity import passwords, recovery, session_tokens, totp
+from egide.identity import oauth, passwords, recovery, session_tokens, totp
 from egide.identity.factors import (
     TOTP,
     audit,
+    has_second_factor,
     open_seed,
     password_hasher,
     principal_of,
@@ -100,14 +103,15 @@ class TotpEnrolment:
     svg: str
 
 
-def view(account: Account) -> AccountView:
+def view(session: Session, account: Account) -> AccountView:
+    """What may be shown of `account`; `mfa_enrolled` counts TOTP and passkeys alike."""
     return AccountView(
         id=account.id,
         email=account.email,
         name=account.name,
         role=account.role,
         status=account.status,
-        mfa_enrolled=account.totp_seed_sealed is not None,
+        mfa_enrolled=has_second_factor(session, account),
         patient_id=account.patient_id,
         practitioner_id=account.practitioner_id,
         created_at=account.created_at,
@@ -244,7 +248,7 @@ def create_account(
         account=account,
         reasons=(f"role {role}", f"invitation valid {settings.invitation_hours} hours"),
     )
-    return view(account), token
+    return view(session, account), token
 
 
 def _live_invitation(session: Session, token: str, clock: Clock) -> tuple[Invitation, Account]:
@@ -274,7 +278,7 @@ def invitation_account(session: Session, *, token: str, clock: Clock) -> Account
     """The account a live invitation is for; NotFound (one message) when unknown, used or
     expired."""
     _, account = _live_invitation(session, token, clock)
-    return view(account)
+    return view(session, account)
 
 
 def accept_invitation(
@@ -310,7 +314,7 @@ def accept_invitation(
         account=account,
         reasons=("invitation accepted", "first password set"),
     )
-    return view(account)
+    return view(session, account)
 
 
 # --- Self-service ------------------------------------------------------------------------
@@ -352,13 +356,21 @@ def change_password(
         reason="password changed",
         except_id=keep_session_id,
     )
+    # The apps' tokens too (ASVS V10.4.9; V7.4.3): a thief who changed it keeps no way in.
+    tokens = oauth.revoke_account_tokens(
+        session, account_id=account.id, clock=clock, reason="password changed"
+    )
     audit(
         session,
         clock=clock,
         principal=principal_of(account),
         action=Action.PASSWORD_CHANGE,
         account=account,
-        reasons=("password changed by the account holder", f"{revoked} other sessions revoked"),
+        reasons=(
+            "password changed by the account holder",
+            f"{revoked} other sessions revoked",
+            *((f"{tokens} app tokens revoked",) if tokens else ()),
+        ),
     )
 
 
@@ -501,13 +513,20 @@ def disable_account(session: Session, *, email: str, clock: Clock, actor: Princi
     revoked = revoke_all_sessions(
         session, account_id=account.id, clock=clock, reason="account disabled"
     )
+    tokens = oauth.revoke_account_tokens(
+        session, account_id=account.id, clock=clock, reason="account disabled", actor=actor
+    )
     audit(
         session,
         clock=clock,
         principal=actor,
         action=Action.ACCOUNT_DISABLE,
         account=account,
-        reasons=("disabled by an administrator", f"{revoked} sessions revoked"),
+        reasons=(
+            "disabled by an administrator",
+            f"{revoked} sessions revoked",
+            *((f"{tokens} app tokens revoked",) if tokens else ()),
+        ),
     )
 
 
@@ -543,13 +562,20 @@ def reset_mfa(session: Session, *, email: str, clock: Clock, actor: Principal | 
     session.execute(delete(Passkey).where(Passkey.account_id == account.id))  # lost with it
     session.flush()
     revoked = revoke_all_sessions(session, account_id=account.id, clock=clock, reason="MFA reset")
+    tokens = oauth.revoke_account_tokens(
+        session, account_id=account.id, clock=clock, reason="MFA reset", actor=actor
+    )
     audit(
         session,
         clock=clock,
         principal=actor,
         action=Action.MFA_RESET,
         account=account,
-        reasons=("second factor reset by an administrator", f"{revoked} sessions revoked"),
+        reasons=(
+            "second factor reset by an administrator",
+            f"{revoked} sessions revoked",
+            *((f"{tokens} app tokens revoked",) if tokens else ()),
+        ),
     )
 
 
@@ -597,15 +623,22 @@ def change_role(
     revoked = revoke_all_sessions(
         session, account_id=account.id, clock=clock, reason="role changed", actor=actor
     )
+    tokens = oauth.revoke_account_tokens(
+        session, account_id=account.id, clock=clock, reason="role changed", actor=actor
+    )
     audit(
         session,
         clock=clock,
         principal=actor,
         action=Action.ACCOUNT_ROLE_CHANGE,
         account=account,
-        reasons=(f"role {old} -> {role}", f"{revoked} sessions revoked"),
+        reasons=(
+            f"role {old} -> {role}",
+            f"{revoked} sessions revoked",
+            *((f"{tokens} app tokens revoked",) if tokens else ()),
+        ),
     )
-    return view(account)
+    return view(session, account)
 
 
 def revoke_account_sessions(
@@ -641,7 +674,7 @@ def unlock_account(session: Session, *, email: str, clock: Clock, actor: Princip
 
 
 def list_accounts(session: Session) -> list[AccountView]:
-    return [view(a) for a in session.scalars(select(Account).order_by(Account.email))]
+    return [view(session, a) for a in session.scalars(select(Account).order_by(Account.email))]
 
 
 def find_account(session: Session, *, email: str) -> AccountView | None:
@@ -649,4 +682,4 @@ def find_account(session: Session, *, email: str) -> AccountView | None:
     if "\x00" in address:
         return None
     found = session.scalar(select(Account).where(Account.email == address))
-    return view(found) if found is not None else None
+    return view(session, found) if found is not None else None

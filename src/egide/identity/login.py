@@ -220,7 +220,16 @@ def password_step(
         return _pending(session, account, "mfa_required", clock)
     if account.role != Role.PATIENT.value:
         return _pending(session, account, "enrolment_required", clock)
-    return _sign_in(session, account, ("password",), clock=clock, ip=ip, device=device, mfa=False)
+    return _sign_in(
+        session,
+        account,
+        ("password",),
+        clock=clock,
+        settings=settings,
+        ip=ip,
+        device=device,
+        mfa=False,
+    )
 
 
 def _fail_password(
@@ -277,6 +286,7 @@ def _sign_in(
     used: tuple[str, ...],
     *,
     clock: Clock,
+    settings: Settings,
     ip: str | None,
     device: str | None,
     mfa: bool,
@@ -288,7 +298,13 @@ def _sign_in(
     factors.register_success(account)
     session.flush()
     token, info = create_session(
-        session, account_id=account.id, clock=clock, ip=ip, device=device, mfa=mfa
+        session,
+        account_id=account.id,
+        clock=clock,
+        settings=settings,
+        ip=ip,
+        device=device,
+        mfa=mfa,
     )
     audit(
         session,
@@ -379,7 +395,6 @@ def mfa_step(
     device: str | None,
 ) -> LoginResult:
     """Second step: a TOTP code (6 digits) or a recovery code; a session on success."""
-    del settings
     live = _live_pending(session, pending_token, clock)
     if live is None:
         return _refused(PENDING_EXPIRED)
@@ -409,6 +424,7 @@ def mfa_step(
             account,
             ("password", "recovery code", f"{left} recovery codes left"),
             clock=clock,
+            settings=settings,
             ip=ip,
             device=device,
             mfa=True,
@@ -422,6 +438,7 @@ def mfa_step(
         account,
         ("password", "totp"),
         clock=clock,
+        settings=settings,
         ip=ip,
         device=device,
         mfa=True,
@@ -460,7 +477,6 @@ def confirm_enrol_step(
 ) -> tuple[LoginResult, list[str]]:
     """Confirm the sign-in enrolment with a first code: a session and ten recovery codes
     (show them once). A wrong code is refused (and counted), with no codes."""
-    del settings
     live = _live_pending(session, pending_token, clock)
     if live is None:
         return _refused(PENDING_EXPIRED), []
@@ -480,6 +496,7 @@ def confirm_enrol_step(
         account,
         ("password", "totp"),
         clock=clock,
+        settings=settings,
         ip=ip,
         device=device,
         mfa=True,

@@ -45,6 +45,17 @@ stands for its user (their role, their patient compartment) or its backend clien
 `service`) and carries its scopes, which `access.scopes` applies as an upper bound on every
 request (ASVS V10.3.2). A token of a disabled account or client stops working at once.
 
+Revocation (RFC 7009; ASVS V10.4.9, V10.7.3): a client revokes its own access tokens at
+`POST /oauth/revoke` (`revoke_request`), authenticated as at the token endpoint (its id alone
+when public, a `private_key_jwt` assertion otherwise). The answer is 200 whether the token was
+live, expired, unknown or another client's (RFC 7009 section 2.2), so the endpoint tells no
+client anything about tokens that are not its own; another client's token is left alone (RFC
+7009 section 2.1: "verifies whether the token was issued to the client making the revocation
+request") and the attempt is in the ledger. A person lists the apps they granted and revokes
+one (`list_grants`, `revoke_grant`: the `/account/apps` page), and their tokens are revoked
+with their web sessions when the password changes, the MFA is reset, the role changes or the
+account is disabled (`revoke_account_tokens`, called by `accounts`).
+
 Every grant, refusal and revocation is appended to the ledger in the caller's transaction
 (DESIGN.md contract 2); the public functions return failures rather than raising them, so the
 caller commits the audit, the spent code and the spent `jti` together.
@@ -69,7 +80,7 @@ from urllib.parse import urlencode, urlsplit
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import JWKRegistry
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -161,6 +172,17 @@ class TokenResult:
 
 
 @dataclass(frozen=True)
+class GrantView:
+    """An app a person granted access to: its live tokens, taken together (ASVS V10.7.3)."""
+
+    client_id: str
+    client_name: str
+    scopes: tuple[str, ...]
+    granted_at: dt.datetime  # the most recent grant
+    expires_at: dt.datetime  # when the last of its tokens expires
+
+
+@dataclass(frozen=True)
 class AuthorizationRequest:
     """A checked authorization request, ready for the consent page."""
 
@@ -230,6 +252,10 @@ def token_endpoint_of(base: str) -> str:
 
 def authorize_endpoint_of(base: str) -> str:
     return base + "/oauth/authorize"
+
+
+def revocation_endpoint_of(base: str) -> str:
+    return base + "/oauth/revoke"
 
 
 def redirect_with(redirect_uri: str, params: Mapping[str, str]) -> str:
@@ -717,7 +743,12 @@ def token_request(
 
 
 def _authenticate_client(
-    session: Session, params: Mapping[str, str], *, token_endpoint: str, clock: Clock
+    session: Session,
+    params: Mapping[str, str],
+    *,
+    token_endpoint: str,
+    clock: Clock,
+    also_audience: str | None = None,
 ) -> OAuthClient:
     """The client making the request: by its assertion (private_key_jwt), or by its id alone
     when it is public (RFC 6749 section 2.3; RFC 7523 section 2.2)."""
@@ -727,7 +758,11 @@ def _authenticate_client(
         if assertion_type != ASSERTION_TYPE or not assertion:
             raise _Refused("invalid_client", f"client_assertion_type must be {ASSERTION_TYPE}", 401)
         client = verify_client_assertion(
-            session, assertion, token_endpoint=token_endpoint, clock=clock
+            session,
+            assertion,
+            token_endpoint=token_endpoint,
+            clock=clock,
+            also_audience=also_audience,
         )
         if params.get("client_id") not in (None, client.client_id):
             raise _Refused("invalid_client", "client_id differs from the assertion's issuer", 401)
@@ -759,10 +794,17 @@ def _claims_of(assertion: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def verify_client_assertion(
-    session: Session, assertion: str, *, token_endpoint: str, clock: Clock
+    session: Session,
+    assertion: str,
+    *,
+    token_endpoint: str,
+    clock: Clock,
+    also_audience: str | None = None,
 ) -> OAuthClient:
     """Check a client assertion (RFC 7523 section 3; SMART Backend Services "Authenticating
-    to the token endpoint"); the client it authenticates, or `_Refused` (invalid_client)."""
+    to the token endpoint"); the client it authenticates, or `_Refused` (invalid_client).
+    `also_audience`: another endpoint of this server accepted as `aud` (the revocation
+    endpoint, where a client library may name the URL it posts to)."""
     header, unverified = _claims_of(assertion)
     issuer = unverified.get("iss")
     if not isinstance(issuer, str) or not issuer:
@@ -795,7 +837,14 @@ def verify_client_assertion(
         ) from None
     if not isinstance(claims, dict):
         raise _Refused("invalid_client", "the client assertion's claims are not an object", 401)
-    _check_assertion_claims(session, client, claims, token_endpoint=token_endpoint, clock=clock)
+    _check_assertion_claims(
+        session,
+        client,
+        claims,
+        token_endpoint=token_endpoint,
+        clock=clock,
+        also_audience=also_audience,
+    )
     return client
 
 
@@ -815,12 +864,14 @@ def _check_assertion_claims(
     *,
     token_endpoint: str,
     clock: Clock,
+    also_audience: str | None = None,
 ) -> None:
     if claims.get("iss") != client.client_id or claims.get("sub") != client.client_id:
         raise _Refused("invalid_client", "iss and sub must both be the client id", 401)
     audience = claims.get("aud")
     audiences = audience if isinstance(audience, list) else [audience]
-    if token_endpoint not in audiences:
+    accepted = {token_endpoint} | ({also_audience} if also_audience else set())
+    if not accepted.intersection(a for a in audiences if isinstance(a, str)):
         raise _Refused("invalid_client", f"aud must be the token endpoint {token_endpoint}", 401)
     now = clock.now()
     stamp = now.timestamp()
@@ -1009,6 +1060,198 @@ def _issue(
         reasons=(f"OAuth {grant}", f"client {client.client_id}", f"scopes {scopes}"),
     )
     return TokenResult(token, TOKEN_SECONDS, scopes, patient_id if show_patient else None)
+
+
+# --- revocation (RFC 7009) -------------------------------------------------------------------
+
+
+def revoke_request(
+    session: Session,
+    *,
+    pairs: Sequence[tuple[str, str]],
+    token_endpoint: str,
+    revocation_endpoint: str,
+    clock: Clock,
+    ip: str | None = None,
+    device: str | None = None,
+) -> OAuthFailure | None:
+    """The revocation endpoint (RFC 7009 section 2.1): None means answer 200 (RFC 7009
+    section 2.2: also for a token that is unknown, expired, already revoked or another
+    client's), else the error to send (section 2.2.1: invalid_request, invalid_client).
+
+    `token_type_hint` is only a hint (section 2.1): Égide issues access tokens only, so any
+    hint is accepted and the token is looked up as an access token. Never raises for a
+    refusal: the failure is audited and returned, and the caller commits."""
+    client_id: str | None = None
+    try:
+        params = _single(pairs)
+        client_id = params.get("client_id")
+        client = _authenticate_client(
+            session,
+            params,
+            token_endpoint=token_endpoint,
+            clock=clock,
+            also_audience=revocation_endpoint,
+        )
+        client_id = client.client_id
+        token = params.get("token")
+        if not token:
+            raise _Refused("invalid_request", "token is required (RFC 7009 section 2.1)")
+    except _Refused as refused:
+        failure = refused.failure
+        _audit(
+            session,
+            clock=clock,
+            principal=_anonymous(ip, device),
+            outcome=Outcome.DENIED,
+            action=Action.LOGIN_FAILED,
+            reasons=(
+                f"OAuth revocation request refused: {failure.error}",
+                failure.description,
+                f"client {(client_id or '-')[:64]}",
+            ),
+        )
+        return failure
+    if not looks_like_access_token(token):
+        return None  # not a token of ours: nothing to revoke (section 2.2)
+    row = session.scalar(
+        select(OAuthToken).where(OAuthToken.token_hash == _hash(token)).with_for_update()
+    )
+    if row is None:
+        return None
+    caller = Principal(id=client.client_id, role=Role.SERVICE.value, name=client.name, ip=ip)
+    if row.client_id != client.client_id:
+        # RFC 7009 section 2.1: a client revokes only the tokens issued to it. The answer is
+        # the same as for an unknown token, so it learns nothing about another client's.
+        _audit(
+            session,
+            clock=clock,
+            principal=caller,
+            outcome=Outcome.DENIED,
+            action=Action.OAUTH_REVOKE,
+            reasons=(
+                "OAuth revocation of another client's token refused",
+                f"client {client.client_id}",
+                f"token of client {row.client_id}",
+            ),
+        )
+        return None
+    now = clock.now()
+    if row.revoked_at is None and row.expires_at > now:
+        row.revoked_at = now
+        session.flush()
+        _audit(
+            session,
+            clock=clock,
+            principal=caller,
+            outcome=Outcome.SUCCESS,
+            action=Action.OAUTH_REVOKE,
+            patient=row.patient_id,
+            resource_id=row.id,
+            reasons=("OAuth token revoked by its client (RFC 7009)", f"client {row.client_id}"),
+        )
+    return None
+
+
+def _live_tokens(account_id: str, now: dt.datetime) -> Any:
+    return (
+        OAuthToken.account_id == account_id,
+        OAuthToken.revoked_at.is_(None),
+        OAuthToken.expires_at > now,
+    )
+
+
+def list_grants(session: Session, *, account_id: str, clock: Clock) -> list[GrantView]:
+    """The apps holding a live token of the account, most recently granted first, with the
+    scopes of those tokens together (ASVS V10.7.3: the user reviews their consents)."""
+    now = clock.now()
+    rows = session.execute(
+        select(OAuthToken, OAuthClient.name)
+        .join(OAuthClient, OAuthClient.client_id == OAuthToken.client_id)
+        .where(*_live_tokens(account_id, now), OAuthClient.disabled_at.is_(None))
+        .order_by(OAuthToken.created_at)
+    ).all()
+    grouped: dict[str, list[tuple[OAuthToken, str]]] = {}
+    for token, name in rows:
+        grouped.setdefault(token.client_id, []).append((token, name))
+    grants: list[GrantView] = []
+    for client_id, items in grouped.items():
+        scopes: list[str] = []
+        for token, _ in items:
+            scopes.extend(s for s in token.scopes.split(" ") if s and s not in scopes)
+        grants.append(
+            GrantView(
+                client_id=client_id,
+                client_name=items[0][1],
+                scopes=tuple(scopes),
+                granted_at=max(t.created_at for t, _ in items),
+                expires_at=max(t.expires_at for t, _ in items),
+            )
+        )
+    grants.sort(key=lambda g: (g.granted_at, g.client_id), reverse=True)
+    return grants
+
+
+def revoke_account_tokens(
+    session: Session,
+    *,
+    account_id: str,
+    clock: Clock,
+    reason: str,
+    client_id: str | None = None,
+    actor: Principal | None = None,
+) -> int:
+    """Revoke the account's live access tokens (of `client_id` only, when given) and forget
+    its authorization codes not yet exchanged; returns how many tokens. One OAUTH_REVOKE
+    ledger entry, under `actor` or else the account, when anything was revoked."""
+    now = clock.now()
+    condition: list[Any] = [OAuthToken.account_id == account_id]
+    codes: list[Any] = [OAuthCode.account_id == account_id, OAuthCode.used_at.is_(None)]
+    if client_id is not None:
+        condition.append(OAuthToken.client_id == client_id)
+        codes.append(OAuthCode.client_id == client_id)
+    count = _revoke_where(session, and_(*condition), now)
+    dropped = session.execute(delete(OAuthCode).where(*codes))
+    pending = int(getattr(dropped, "rowcount", 0) or 0)
+    if count or pending:
+        account = session.get(Account, account_id)
+        principal = actor or (_person(account, None, None) if account else None)
+        _audit(
+            session,
+            clock=clock,
+            principal=principal,
+            outcome=Outcome.SUCCESS,
+            action=Action.OAUTH_REVOKE,
+            patient=account.patient_id if account else None,
+            reasons=(
+                reason,
+                f"client {client_id}" if client_id else "every client",
+                f"{count} tokens revoked",
+                f"{pending} unused codes dropped",
+            ),
+        )
+    return count
+
+
+def revoke_grant(session: Session, *, account_id: str, client_id: str, clock: Clock) -> int:
+    """The person revokes an app's access (ASVS V10.7.3): every token of that client for
+    this account. NotFound when the app holds no live token of theirs."""
+    now = clock.now()
+    held = session.scalar(
+        select(OAuthToken.id)
+        .where(*_live_tokens(account_id, now), OAuthToken.client_id == client_id[:64])
+        .limit(1)
+    )
+    if held is None:
+        msg = "no such app"
+        raise NotFound(msg)
+    return revoke_account_tokens(
+        session,
+        account_id=account_id,
+        clock=clock,
+        reason="access revoked by the account holder",
+        client_id=client_id,
+    )
 
 
 # --- resource server -----------------------------------------------------------------------

@@ -34,6 +34,10 @@ party's own:
   PASSKEY_REMOVE, LOGIN with the factors used, MFA_FAILED with a fixed reason (never text from
   the response, which the caller controls). Failed assertions count towards the account's
   lockout and the address throttle exactly as wrong TOTP codes do (`login`).
+* Step-up (ASVS V7.5.1, V7.5.3): a signed-in session re-authenticates with a passkey
+  (`begin_step_up`, `finish_step_up`), UV required, over a challenge bound to that web session;
+  success sets the session's `mfa_at` and replaces its token (ASVS V7.2.4), a refusal is
+  ledgered MFA_FAILED and counted like a wrong TOTP code at step-up (`sessions.step_up`).
 * Adding a passkey or removing one revokes the account's other sessions (ASVS V7.4.3); staff
   cannot remove their last second factor (they would fall back to enrolling one with the
   password alone at the next sign-in).
@@ -79,9 +83,9 @@ from egide.core.errors import BadRequest, Conflict, NotFound, Unauthorized
 from egide.core.ids import RandomSource, SystemRandom, new_id
 from egide.core.principal import Principal
 from egide.core.settings import Settings
-from egide.identity import factors, recovery
+from egide.identity import factors, recovery, session_tokens
 from egide.identity.accounts import ACTIVE, normalise_email
-from egide.identity.factors import audit, principal_of
+from egide.identity.factors import audit, blocked_for, principal_of
 from egide.identity.login import (
     PENDING_EXPIRED,
     LoginResult,
@@ -92,8 +96,15 @@ from egide.identity.login import (
     _sign_in,
     too_many,
 )
-from egide.identity.models import Account, LoginPending, Passkey, RecoveryCode, WebAuthnChallenge
-from egide.identity.sessions import revoke_all_sessions
+from egide.identity.models import (
+    Account,
+    LoginPending,
+    Passkey,
+    RecoveryCode,
+    WebAuthnChallenge,
+    WebSession,
+)
+from egide.identity.sessions import STEP_UP_LOCKED, StepUpResult, revoke_all_sessions
 from egide.ledger.service import Action
 
 CHALLENGE_BYTES = 32  # 256 bits (ASVS V6.7.2 asks for 64 at least; L3 section 13.4.3: 16 bytes)
@@ -103,7 +114,7 @@ TIMEOUT_MS = CHALLENGE_MINUTES * 60 * 1000
 MAX_PASSKEYS = 20  # per account
 MAX_CREDENTIAL_ID = 1023  # L3 section 7.1: "credentialId ... at most 1023 bytes"
 MAX_NAME = 64
-REGISTER, AUTHENTICATE = "register", "authenticate"
+REGISTER, AUTHENTICATE, STEP_UP = "register", "authenticate", "step-up"
 PASSKEY_REFUSED = "The passkey could not be verified."
 REGISTRATION_REFUSED = "The passkey could not be registered; please try again."
 _TRANSPORTS = frozenset(t.value for t in AuthenticatorTransport)
@@ -141,8 +152,14 @@ def user_handle(account_id: str) -> bytes:
 # --- Challenges --------------------------------------------------------------------------------
 
 
-def _challenge_hash(challenge: bytes) -> bytes:
-    return hashlib.sha256(b"egide-webauthn-challenge/1\x00" + challenge).digest()
+def _challenge_hash(challenge: bytes, bound_session: str | None = None) -> bytes:
+    """What the database keeps of a challenge. A step-up challenge is bound to the web session
+    that asked for it by hashing that session's id in (L3 section 13.4.3: the challenge ties
+    the response to one ceremony): presented in any other session, it is unknown."""
+    if bound_session is None:
+        return hashlib.sha256(b"egide-webauthn-challenge/1\x00" + challenge).digest()
+    prefix = b"egide-webauthn-step-up/1\x00" + bound_session.encode("ascii") + b"\x00"
+    return hashlib.sha256(prefix + challenge).digest()
 
 
 def _new_challenge(
@@ -154,6 +171,7 @@ def _new_challenge(
     expires_at: dt.datetime,
     clock: Clock,
     random: RandomSource | None = None,
+    bound_session: str | None = None,
 ) -> bytes:
     challenge = (random or SystemRandom()).token_bytes(CHALLENGE_BYTES)
     now = clock.now()
@@ -162,7 +180,7 @@ def _new_challenge(
     session.add(
         WebAuthnChallenge(
             id=new_id(),
-            challenge_hash=_challenge_hash(challenge),
+            challenge_hash=_challenge_hash(challenge, bound_session),
             purpose=purpose,
             account_id=account_id,
             login_id=login_id,
@@ -208,6 +226,7 @@ def _spend_challenge(
     account_id: str | None,
     login_id: str | None,
     clock: Clock,
+    bound_session: str | None = None,
 ) -> tuple[bytes | None, str]:
     """The challenge of this response when it was issued for this ceremony and is live; it is
     spent now, whatever follows. (challenge, "") or (None, why for the ledger)."""
@@ -216,10 +235,12 @@ def _spend_challenge(
         return None, "malformed passkey response"
     row = session.scalar(
         select(WebAuthnChallenge)
-        .where(WebAuthnChallenge.challenge_hash == _challenge_hash(challenge))
+        .where(WebAuthnChallenge.challenge_hash == _challenge_hash(challenge, bound_session))
         .with_for_update()
     )
     if row is None:
+        if bound_session is not None:
+            return None, "passkey challenge unknown or issued to another session"
         return None, "passkey challenge unknown"
     if row.purpose != purpose or row.account_id != account_id or row.login_id != login_id:
         return None, "passkey challenge issued for another ceremony"
@@ -452,6 +473,58 @@ def _fail(
     return LoginResult("refused", message=message)
 
 
+def _stored_credential(session: Session, credential: Mapping[str, Any]) -> Passkey | None:
+    """The credential record the response names by its raw id (not yet proven)."""
+    raw_id = _b64url(credential.get("rawId"))
+    if raw_id is None:
+        return None
+    return session.scalar(select(Passkey).where(Passkey.credential_id == raw_id).with_for_update())
+
+
+def _check_assertion(
+    credential: Mapping[str, Any],
+    row: Passkey,
+    account: Account,
+    challenge: bytes,
+    *,
+    handle_required: bool,
+    clock: Clock,
+    settings: Settings,
+) -> str:
+    """Verify an assertion of `row` (the account's own credential) over the spent `challenge`
+    (L3 section 7.2), user verification required; on success the stored counter and last use
+    move on. "" when it holds, else a fixed reason for the ledger."""
+    # L3 section 7.2: a user handle, when given, must name the credential's owner.
+    response = credential.get("response")
+    handle = response.get("userHandle") if isinstance(response, Mapping) else None
+    if (handle or handle_required) and _b64url(handle) != user_handle(account.id):
+        return "passkey user handle of another account"
+    rp_id, origin = relying_party(settings)
+    try:
+        verified = verify_authentication_response(
+            credential=dict(credential),
+            expected_challenge=challenge,
+            expected_rp_id=rp_id,
+            expected_origin=origin,
+            credential_public_key=row.public_key,
+            # The counter is compared below, once the signature is known to be genuine.
+            credential_current_sign_count=0,
+            require_user_verification=True,
+        )
+    except (WebAuthnException, ValueError, TypeError, KeyError, IndexError) as exc:
+        return _why(exc)
+    stored, presented = row.sign_count, verified.new_sign_count
+    if (stored or presented) and presented <= stored:
+        # L3 sections 7.2 and 6.1.1: "a signal that the authenticator may be cloned".
+        return (
+            f"passkey signature counter did not increase ({presented} after {stored}): "
+            f"possibly a cloned authenticator, passkey {row.id}"
+        )
+    row.sign_count = presented
+    row.last_used_at = clock.now()
+    return ""
+
+
 def _challenge_expiry(clock: Clock, pending: LoginPending | None) -> dt.datetime:
     limit = clock.now() + dt.timedelta(minutes=CHALLENGE_MINUTES)
     return limit if pending is None else min(limit, pending.expires_at)
@@ -623,6 +696,7 @@ def finish_enrolment(
         account,
         ("password", "passkey", f"passkey {row.id}"),
         clock=clock,
+        settings=settings,
         ip=ip,
         device=device,
         mfa=True,
@@ -738,12 +812,7 @@ def finish_authentication(
     )
     if challenge is None:
         return _fail(session, account, why, clock=clock, ip=ip, device=device)
-    raw_id = _b64url(credential.get("rawId"))
-    row = (
-        session.scalar(select(Passkey).where(Passkey.credential_id == raw_id).with_for_update())
-        if raw_id is not None
-        else None
-    )
+    row = _stored_credential(session, credential)
     if account is None and row is not None:  # passwordless: the passkey names the account
         account = session.get(Account, row.account_id, with_for_update=True, populate_existing=True)
         if account is None or account.status != ACTIVE:
@@ -762,47 +831,17 @@ def finish_authentication(
             ip=ip,
             device=device,
         )
-    # L3 section 7.2: a user handle, when given, must name the credential's owner
-    # (a discoverable credential always gives one).
-    response = credential.get("response")
-    handle = response.get("userHandle") if isinstance(response, Mapping) else None
-    if (handle or pending is None) and _b64url(handle) != user_handle(account.id):
-        return _fail(
-            session,
-            account,
-            "passkey user handle of another account",
-            clock=clock,
-            ip=ip,
-            device=device,
-        )
-    rp_id, origin = relying_party(settings)
-    try:
-        verified = verify_authentication_response(
-            credential=credential,
-            expected_challenge=challenge,
-            expected_rp_id=rp_id,
-            expected_origin=origin,
-            credential_public_key=row.public_key,
-            # The counter is compared below, once the signature is known to be genuine.
-            credential_current_sign_count=0,
-            require_user_verification=True,
-        )
-    except (WebAuthnException, ValueError, TypeError, KeyError, IndexError) as exc:
-        return _fail(session, account, _why(exc), clock=clock, ip=ip, device=device)
-    stored, presented = row.sign_count, verified.new_sign_count
-    if (stored or presented) and presented <= stored:
-        # L3 sections 7.2 and 6.1.1: "a signal that the authenticator may be cloned".
-        return _fail(
-            session,
-            account,
-            f"passkey signature counter did not increase ({presented} after {stored}): "
-            f"possibly a cloned authenticator, passkey {row.id}",
-            clock=clock,
-            ip=ip,
-            device=device,
-        )
-    row.sign_count = presented
-    row.last_used_at = clock.now()
+    why = _check_assertion(
+        credential,
+        row,
+        account,
+        challenge,
+        handle_required=pending is None,  # a discoverable credential always gives one
+        clock=clock,
+        settings=settings,
+    )
+    if why:
+        return _fail(session, account, why, clock=clock, ip=ip, device=device)
     session.flush()
     used = ("password", "passkey") if pending is not None else ("passkey",)
     return _sign_in(
@@ -810,11 +849,171 @@ def finish_authentication(
         account,
         (*used, f"passkey {row.id}"),
         clock=clock,
+        settings=settings,
         ip=ip,
         device=device,
         mfa=True,
         pending=pending,
     )
+
+
+# --- Step-up within a signed-in session --------------------------------------------------------
+
+
+def _stepping_up(
+    session: Session, *, session_id: str, account_id: str
+) -> tuple[WebSession, Account]:
+    """The live web session and its active account, locked; NotFound otherwise (as
+    `sessions.step_up`: a session id reveals nothing about another account)."""
+    row = session.get(WebSession, session_id, with_for_update=True)
+    if row is None or row.account_id != account_id or row.revoked_at is not None:
+        msg = "no such session"
+        raise NotFound(msg)
+    account = session.get(Account, account_id, with_for_update=True, populate_existing=True)
+    if account is None or account.status != ACTIVE:
+        msg = "no such session"
+        raise NotFound(msg)
+    return row, account
+
+
+def begin_step_up(
+    session: Session, *, session_id: str, account_id: str, clock: Clock, settings: Settings
+) -> dict[str, Any]:
+    """PublicKeyCredentialRequestOptions (L3 section 5.5) to re-authenticate within a web
+    session (step-up, ASVS V7.5.1 and V7.5.3): UV required, `allowCredentials` listing the
+    account's passkeys, the challenge bound to this session (`_challenge_hash`). NotFound for
+    an ended session or another account's; BadRequest when the account has no passkey."""
+    _, account = _stepping_up(session, session_id=session_id, account_id=account_id)
+    rows = _rows(session, account.id)
+    if not rows:
+        msg = "No passkey is registered for this account."
+        raise BadRequest(msg)
+    challenge = _new_challenge(
+        session,
+        purpose=STEP_UP,
+        account_id=account.id,
+        login_id=None,
+        expires_at=_challenge_expiry(clock, None),
+        clock=clock,
+        bound_session=session_id,
+    )
+    options = generate_authentication_options(
+        rp_id=relying_party(settings)[0],
+        challenge=challenge,
+        timeout=TIMEOUT_MS,
+        allow_credentials=[_descriptor(row) for row in rows],
+        user_verification=UserVerificationRequirement.REQUIRED,
+    )
+    return options_to_json_dict(options)
+
+
+def finish_step_up(
+    session: Session,
+    *,
+    session_id: str,
+    account_id: str,
+    credential_json: str,
+    clock: Clock,
+    settings: Settings,
+) -> StepUpResult:
+    """Verify an assertion answering `begin_step_up` (L3 section 7.2, UV required) and record
+    the step-up: the session's `mfa_at` is now and it gets a new token, the old one stops
+    working (ASVS V7.2.4), as `sessions.step_up` does with a TOTP code.
+
+    NotFound for an ended session or another account's (nothing to record). Every refusal
+    (bad signature, no UV, spent, expired or another session's challenge, another account's
+    passkey, a counter that did not increase, the account in backoff or locked) is a
+    `StepUpResult` with `ok=False`, ledgered MFA_FAILED and, but for the backoff, counted
+    towards the lockout: nothing is raised, so the caller's commit keeps it."""
+    row, account = _stepping_up(session, session_id=session_id, account_id=account_id)
+    principal = principal_of(account, ip=row.ip, device=row.device)
+    wait = blocked_for(account, clock.now())
+    if wait is not None:
+        audit(
+            session,
+            clock=clock,
+            principal=principal,
+            action=Action.MFA_FAILED,
+            account=account,
+            reasons=("step-up", "account locked" if wait == 0 else "too many failed attempts"),
+            denied=True,
+        )
+        return StepUpResult(ok=False, message=STEP_UP_LOCKED, retry_after=wait)
+    used, why = _step_up_assertion(
+        session,
+        account,
+        credential_json,
+        session_id=session_id,
+        clock=clock,
+        settings=settings,
+    )
+    if used is None:
+        factors.register_failure(session, account, clock=clock, principal=principal)
+        audit(
+            session,
+            clock=clock,
+            principal=principal,
+            action=Action.MFA_FAILED,
+            account=account,
+            reasons=("step-up", why),
+            denied=True,
+        )
+        return StepUpResult(ok=False, message=PASSKEY_REFUSED)
+    row.mfa_at = clock.now()
+    # A re-authentication: a new token, and the current one terminated (ASVS V7.2.4).
+    token = session_tokens.new_session_token()
+    row.token_hash = session_tokens.token_hash(token)
+    factors.register_success(account)
+    session.flush()
+    audit(
+        session,
+        clock=clock,
+        principal=principal,
+        action=Action.LOGIN,
+        account=account,
+        reasons=("step-up", "passkey", f"passkey {used.id}"),
+    )
+    return StepUpResult(ok=True, session_token=token)
+
+
+def _step_up_assertion(
+    session: Session,
+    account: Account,
+    credential_json: str,
+    *,
+    session_id: str,
+    clock: Clock,
+    settings: Settings,
+) -> tuple[Passkey | None, str]:
+    """(the passkey that answered, "") or (None, why for the ledger); the challenge is spent
+    either way."""
+    credential = _credential(credential_json)
+    if credential is None:
+        return None, "malformed passkey response"
+    challenge, why = _spend_challenge(
+        session,
+        credential,
+        purpose=STEP_UP,
+        account_id=account.id,
+        login_id=None,
+        clock=clock,
+        bound_session=session_id,
+    )
+    if challenge is None:
+        return None, why
+    row = _stored_credential(session, credential)
+    if row is None or row.account_id != account.id:
+        return None, "passkey not registered to this account"
+    why = _check_assertion(
+        credential,
+        row,
+        account,
+        challenge,
+        handle_required=False,
+        clock=clock,
+        settings=settings,
+    )
+    return (None, why) if why else (row, "")
 
 
 # --- Management --------------------------------------------------------------------------------

@@ -12,6 +12,9 @@ signed-in person's credential.
   absolute lifetime: 12 hours), and sessions of an account that is no longer active. It
   touches `last_seen_at` at most once a minute, so an active session costs one write a minute,
   and a session expires at most a minute early, never late.
+* At most `settings.max_sessions_per_account` (10) live sessions per account (V7.1.2): a new
+  sign-in beyond it revokes the least recently used ones (reason "session limit", in the
+  ledger as SESSION_REVOKE).
 * Logout (V7.4.1), a password change or a new authenticator (V7.4.3: the other sessions), an
   MFA reset or disabling the account (V7.4.2: all of them; V7.4.5, by an administrator)
   revoke sessions server-side; a user lists their active sessions and revokes any of them
@@ -22,7 +25,8 @@ signed-in person's credential.
   second factor or ending other sessions): `require_recent_mfa` refuses when the session's
   last full authentication is older than `settings.step_up_minutes`; `step_up` checks a fresh
   TOTP code (replay refused) and records when. An account without an authenticator (a patient
-  who did not enrol) re-authenticates with its password, the one factor it has. A successful
+  who did not enrol) re-authenticates with its password, the one factor it has; an account
+  whose only authenticators are passkeys, with a passkey (`passkeys.finish_step_up`). A successful
   step-up is a re-authentication, so the session gets a new token and the old one stops
   working (V7.2.4); the session keeps its id and CSRF secret. A refusal is
   returned as a `StepUpResult`, never raised, so the caller commits the failure: it is in the
@@ -51,6 +55,7 @@ from egide.identity.factors import (
     audit,
     blocked_for,
     check_totp,
+    has_passkey,
     password_hasher,
     principal_of,
     register_failure,
@@ -63,6 +68,7 @@ _ACTIVE = "active"
 STEP_UP_WRONG = "The code is incorrect."
 STEP_UP_WRONG_PASSWORD = "The password is incorrect."  # noqa: S105 - a message
 STEP_UP_LOCKED = "Too many attempts; try again later."
+STEP_UP_USE_PASSKEY = "Confirm with your passkey."
 
 
 @dataclass(frozen=True)
@@ -134,6 +140,7 @@ def create_session(
     *,
     account_id: str,
     clock: Clock,
+    settings: Settings,
     ip: str | None,
     device: str | None,
     mfa: bool,
@@ -141,7 +148,9 @@ def create_session(
     """A new session (a fresh token, never one the client proposed: V7.2.4) and its info.
 
     The token is returned once, for the cookie; only its hash is stored. `mfa`: the sign-in
-    included a second factor, which starts the step-up clock.
+    included a second factor, which starts the step-up clock. When the account would have more
+    than `settings.max_sessions_per_account` live sessions, the least recently used ones are
+    revoked ("session limit"; ASVS V7.1.2).
     """
     account = session.get(Account, account_id)
     if account is None:
@@ -162,7 +171,44 @@ def create_session(
     )
     session.add(row)
     session.flush()
+    _enforce_limit(session, account=account, keep_id=row.id, clock=clock, settings=settings)
     return token, _info(row, account)
+
+
+def _enforce_limit(
+    session: Session, *, account: Account, keep_id: str, clock: Clock, settings: Settings
+) -> int:
+    """Revoke the account's least recently used live sessions beyond
+    `max_sessions_per_account` (ASVS V7.1.2: the documented number of concurrent sessions);
+    the new session `keep_id` always stays. Returns how many were revoked."""
+    now = clock.now()
+    rows = session.scalars(
+        select(WebSession)
+        .where(WebSession.account_id == account.id, WebSession.revoked_at.is_(None))
+        .order_by(WebSession.last_seen_at.desc(), WebSession.created_at.desc(), WebSession.id)
+        .with_for_update()
+    ).all()
+    live = [r for r in rows if r.id == keep_id or _expiry(r, account, now, settings) is None]
+    live.sort(key=lambda r: r.id != keep_id)  # stable: the new one first, then by last use
+    excess = live[settings.max_sessions_per_account :]
+    for old in excess:
+        old.revoked_at = now
+        old.revoked_reason = "session limit"
+    if excess:
+        session.flush()
+        audit(
+            session,
+            clock=clock,
+            principal=principal_of(account),
+            action=Action.SESSION_REVOKE,
+            account=account,
+            reasons=(
+                "session limit",
+                f"at most {settings.max_sessions_per_account} sessions",
+                f"{len(excess)} least recently used sessions revoked",
+            ),
+        )
+    return len(excess)
 
 
 def validate_session(
@@ -313,10 +359,20 @@ def require_recent_mfa(info: SessionInfo, *, clock: Clock, settings: Settings) -
 
 
 def step_up_factor(session: Session, *, account_id: str) -> str:
-    """What `step_up` asks of this account: "totp", or "password" when it has no
-    authenticator (a patient who did not enrol)."""
+    """What `step_up` asks of this account: "totp"; "passkey" for an account whose only
+    authenticators are passkeys (`passkeys.finish_step_up`: the password alone is not its full
+    authentication, ASVS V7.5.1); "password" when it has no authenticator (a patient who did
+    not enrol)."""
     account = session.get(Account, account_id)
-    return "totp" if account is not None and account.totp_seed_sealed is not None else "password"
+    if account is None:
+        return "password"
+    return _factor_of(session, account)
+
+
+def _factor_of(session: Session, account: Account) -> str:
+    if account.totp_seed_sealed is not None:
+        return "totp"
+    return "passkey" if has_passkey(session, account.id) else "password"
 
 
 def step_up(
@@ -348,7 +404,7 @@ def step_up(
         raise NotFound(msg)
     principal = principal_of(account, ip=row.ip, device=row.device)
     now = clock.now()
-    factor = "totp" if account.totp_seed_sealed is not None else "password"
+    factor = _factor_of(session, account)
     wait = blocked_for(account, now)
     if wait is not None:
         audit(
@@ -361,6 +417,19 @@ def step_up(
             denied=True,
         )
         return StepUpResult(ok=False, message=STEP_UP_LOCKED, retry_after=wait)
+    if factor == "passkey":
+        # A passkey-only account steps up with its passkey; its password alone is refused
+        # without being checked (so not counted: this answers no guess).
+        audit(
+            session,
+            clock=clock,
+            principal=principal,
+            action=Action.MFA_FAILED,
+            account=account,
+            reasons=("step-up", "password offered by a passkey-only account"),
+            denied=True,
+        )
+        return StepUpResult(ok=False, message=STEP_UP_USE_PASSKEY)
     if factor == "totp":
         ok, why = check_totp(session, envelope, account, code, clock)
         wrong = STEP_UP_WRONG

@@ -131,6 +131,9 @@ _KINDS: Mapping[str, EventKind] = {
     "account_unlock": EventKind(_SECURITY_ALERT, _USER_SECURITY_ATTRIBUTES, "U"),
     "mfa_enrol": EventKind(_SECURITY_ALERT, _USER_SECURITY_ATTRIBUTES, "U"),
     "mfa_reset": EventKind(_SECURITY_ALERT, _USER_SECURITY_ATTRIBUTES, "U"),
+    # An app's access tokens revoked (RFC 7009, or the person's "Revoke access"): the user's
+    # delegated authorizations change.
+    "oauth_revoke": EventKind(_SECURITY_ALERT, _USER_SECURITY_ATTRIBUTES, "U"),
     # A passkey (a WebAuthn credential record) removed by its holder: like an MFA reset, a
     # change of the user's security attributes, not a deletion of data.
     "passkey_remove": EventKind(_SECURITY_ALERT, _USER_SECURITY_ATTRIBUTES, "U"),

@@ -48,6 +48,7 @@ class Action(StrEnum):
     MFA_ENROL = "mfa_enrol"
     MFA_FAILED = "mfa_failed"
     MFA_RESET = "mfa_reset"
+    OAUTH_REVOKE = "oauth_revoke"
     PASSKEY_REMOVE = "passkey_remove"
     PASSWORD_CHANGE = "password_change"  # noqa: S105 - an action name, not a secret
     READ = "read"

@@ -13,6 +13,12 @@ where it will be sent and for how long (ASVS 5.0 V10.7.1, V10.7.2). The decision
 the request's parameters back and they are checked again, with the session and its CSRF
 token (ASVS V3.5.1). Allow redirects with `code`, `state` and `iss` (RFC 9207, against mix-up
 attacks); Deny with `error=access_denied`. The logic is in `egide.identity.oauth`.
+
+| `GET /account/apps` | the apps the person allowed: name, scopes in plain words, when, until when |
+| `POST /account/apps/{client_id}/revoke` | revoke every token of that app for this person |
+
+The apps page lets a person review and withdraw their consents (ASVS 5.0 V10.7.3; V10.4.9:
+tokens revocable by the user); the revoke form is CSRF-protected like every form (V3.5.1).
 """
 
 from __future__ import annotations
@@ -23,17 +29,22 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 
 from egide.access.scopes import describe
+from egide.core.errors import EgideError
 from egide.identity import oauth
 from egide.web.security import PAGE_CSP
 from egide.web.views import (
+    _ID_RE,
     _client,
     _csrf_for,
     _ctx,
+    _fmt,
+    _notice,
     _page,
     _redirect,
     _refused,
     _session_post,
     _signed_in,
+    _to_login,
     _tx,
 )
 
@@ -180,3 +191,55 @@ async def decide(request: Request) -> Response:
         }
         return _redirect(oauth.redirect_with(checked.redirect_uri, params))
     return _refused("Choose Allow or Deny.", 400)
+
+
+# --- the apps a person allowed (ASVS V10.7.3) ----------------------------------------------
+
+
+@router.get("/account/apps")
+async def apps(request: Request) -> Response:
+    ctx = _ctx(request)
+    info = await _signed_in(request)
+    if info is None:
+        return _to_login()
+    grants = await _tx(
+        ctx, lambda s: oauth.list_grants(s, account_id=info.account_id, clock=ctx.clock)
+    )
+    return _page(
+        "account_apps.html",
+        title="Apps with access to your account",
+        signed_in=True,
+        csrf=_csrf_for(info),
+        apps=[
+            {
+                "id": grant.client_id,
+                "name": grant.client_name,
+                "scopes": [describe(s) for s in grant.scopes],
+                "granted": _fmt(grant.granted_at),
+                "expires": _fmt(grant.expires_at),
+            }
+            for grant in grants
+        ],
+        notice=_notice(request),
+    )
+
+
+@router.post("/account/apps/{client_id}/revoke")
+async def revoke_app(request: Request, client_id: str) -> Response:
+    ctx = _ctx(request)
+    checked = await _session_post(request)
+    if not isinstance(checked, tuple):
+        return checked
+    info, _ = checked
+    if _ID_RE.fullmatch(client_id) is None:
+        return _refused("No such app.", 404)
+    try:
+        await _tx(
+            ctx,
+            lambda s: oauth.revoke_grant(
+                s, account_id=info.account_id, client_id=client_id, clock=ctx.clock
+            ),
+        )
+    except EgideError as exc:
+        return _refused(exc.message, exc.status)
+    return _redirect("/account/apps?notice=app-revoked")

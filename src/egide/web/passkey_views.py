@@ -12,6 +12,8 @@ script): it POSTs JSON here, with the page's CSRF token in the `X-CSRF-Token` he
   with a discoverable passkey (user verification makes it multi-factor) |
 | `POST /account/passkeys/options`, `/account/passkeys` | add a passkey (recent MFA needed) |
 | `POST /account/passkeys/{id}/remove` | remove one (a form; recent MFA needed) |
+| `POST /account/step-up/passkey/options`, `/account/step-up/passkey` | step-up with a passkey
+  (ASVS V7.5.1, V7.5.3): a new session token on success (V7.2.4) |
 
 Security role: every endpoint checks the origin (ASVS V3.5.1) and the CSRF token, and accepts
 only an `application/json` body of at most MAX_JSON_BYTES: a cross-site form cannot send that
@@ -41,6 +43,7 @@ from egide.web.security import (
     check_pre_session,
     clear_cookie,
     cookie_token,
+    safe_next,
     same_origin,
     set_cookie,
 )
@@ -134,10 +137,11 @@ async def _pending_json(request: Request) -> tuple[str, dict[str, Any]] | JSONRe
 
 
 async def _session_json(
-    request: Request,
+    request: Request, *, recent_mfa: bool = True
 ) -> tuple[sessions.SessionInfo, dict[str, Any]] | JSONResponse:
     """The session and JSON body of a signed-in call, or the refusal. Changing passkeys needs a
-    second factor within `step_up_minutes` (ASVS V7.5.1)."""
+    second factor within `step_up_minutes` (ASVS V7.5.1); the step-up itself (`recent_mfa`
+    False) does not."""
     ctx = _ctx(request)
     if not same_origin(request, ctx.settings):
         return _json_error(_CSRF_REFUSED, 403)
@@ -147,7 +151,8 @@ async def _session_json(
     if not check_csrf(info.csrf_secret, request.headers.get(CSRF_HEADER)):
         return _json_error(_CSRF_REFUSED, 403)
     try:
-        sessions.require_recent_mfa(info, clock=ctx.clock, settings=ctx.settings)
+        if recent_mfa:
+            sessions.require_recent_mfa(info, clock=ctx.clock, settings=ctx.settings)
     except EgideError:
         return _json_error(_STEP_UP_NEEDED, 403)
     body = await _json_body(request)
@@ -399,3 +404,79 @@ async def passkey_remove(request: Request, passkey_id: str) -> Response:
     except EgideError as exc:
         return _refused(exc.message, exc.status)
     return _redirect("/account?notice=passkey-removed")
+
+
+# --- step-up ----------------------------------------------------------------------------------
+
+
+def _signed_out_json() -> JSONResponse:
+    response = _json_error("You are signed out.", 401, redirect="/login")
+    clear_cookie(response, SESSION_COOKIE)
+    return response
+
+
+@router.post("/account/step-up/passkey/options")
+async def passkey_step_up_options(request: Request) -> Response:
+    """Request options for a step-up with a passkey, the challenge bound to this session."""
+    ctx = _ctx(request)
+    checked = await _session_json(request, recent_mfa=False)
+    if not isinstance(checked, tuple):
+        return checked
+    info, _ = checked
+    try:
+        options = await _tx(
+            ctx,
+            lambda s: passkeys.begin_step_up(
+                s,
+                session_id=info.id,
+                account_id=info.account_id,
+                clock=ctx.clock,
+                settings=ctx.settings,
+            ),
+        )
+    except EgideError as exc:
+        if exc.status == 404:
+            return _signed_out_json()  # the session ended meanwhile
+        return _json_error(exc.message, exc.status)
+    return _json(options)
+
+
+@router.post("/account/step-up/passkey")
+async def passkey_step_up(request: Request) -> Response:
+    """Verify the assertion; on success the session's new token replaces the cookie (ASVS
+    V7.2.4) and the answer names where to go (`next`: this site's paths only, V3.7.2)."""
+    ctx = _ctx(request)
+    checked = await _session_json(request, recent_mfa=False)
+    if not isinstance(checked, tuple):
+        return checked
+    info, body = checked
+    credential = _credential_json(body) or ""
+    raw_next = body.get("next")
+    next_url = safe_next(raw_next if isinstance(raw_next, str) else None)
+    try:
+        # A refusal is a result, not an error, so its ledger entry and failure count commit.
+        result = await _tx(
+            ctx,
+            lambda s: passkeys.finish_step_up(
+                s,
+                session_id=info.id,
+                account_id=info.account_id,
+                credential_json=credential,
+                clock=ctx.clock,
+                settings=ctx.settings,
+            ),
+        )
+    except EgideError:
+        return _signed_out_json()
+    if result.ok and result.session_token:
+        target = "/account?notice=step-up" if next_url == "/account" else next_url
+        response = _json({"redirect": target})
+        set_cookie(response, SESSION_COOKIE, result.session_token)
+        return response
+    headers: dict[str, str] = {}
+    status = 401
+    if result.retry_after is not None:
+        status = 429
+        if result.retry_after > 0:
+            headers["Retry-After"] = str(result.retry_after)
+    return _json({"error": result.message}, status, headers)

@@ -9,7 +9,9 @@ Routes (all under `/`):
 | `GET/POST /login/enrol` | first sign-in of staff: TOTP enrolment, then the recovery codes once |
 | `GET /account` | who is signed in, their active sessions, each with a sign-out button |
 | `POST /account/sessions/{id}/revoke` | sign one session out (another: after a step-up) |
-| `GET/POST /account/step-up?next=...` | re-authenticate (TOTP, or the password without one) |
+| `GET/POST /account/step-up?next=...` | re-authenticate (TOTP, a passkey, or the password
+  without an authenticator) |
+| `GET/POST /account/totp` | add or replace the authenticator app (after a step-up) |
 | `GET/POST /account/password` | change the password (current and new, ASVS V6.2.2, V6.2.3) |
 | `POST /logout` | end this session, clear the cookies (ASVS V7.4.1) |
 | `POST /login/passkey/...` | passkey JSON endpoints of the sign-in (`passkey_views`) |
@@ -42,7 +44,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from sqlalchemy.orm import Session
 
 from egide.core.errors import EgideError
-from egide.identity import accounts, login, passkeys, sessions
+from egide.identity import accounts, factors, login, passkeys, sessions
 from egide.identity.passwords import MAX_LENGTH, MIN_LENGTH_SINGLE_FACTOR, MIN_LENGTH_WITH_MFA
 from egide.identity.session_tokens import check_csrf, csrf_token_for
 from egide.records.unit_of_work import run_in_transaction
@@ -78,6 +80,7 @@ NOTICES = {
     "password-set": "Your password is set. Sign in with it.",
     "password-changed": "Your password is changed. Your other sessions were signed out.",
     "session-revoked": "That session is signed out.",
+    "app-revoked": "That app no longer has access to your account.",
     "step-up": "Confirmed. You can now do what you asked for.",
     "expired": "The sign-in took too long or was interrupted; please start again.",
     "passkey-added": "Your passkey is added. Your other sessions were signed out.",
@@ -486,16 +489,8 @@ def _enrol_page(
     status: int = 200,
     headers: Mapping[str, str] | None = None,
 ) -> HTMLResponse:
-    qr = None
-    secret = None
-    if enrolment is not None:
-        # A data: URL (allowed by the CSP's img-src), so the SVG cannot run anything in the
-        # page; the alternative text never contains the seed.
-        qr = "data:image/svg+xml;base64," + base64.b64encode(enrolment.svg.encode("utf-8")).decode(
-            "ascii"
-        )
-        compact = enrolment.secret_base32
-        secret = " ".join(compact[i : i + 4] for i in range(0, len(compact), 4))
+    # The alternative text of the QR code never contains the seed.
+    qr, secret = _qr_and_secret(enrolment) if enrolment is not None else (None, None)
     return _with_pre_session_csrf(
         request,
         lambda csrf: _page(
@@ -663,11 +658,14 @@ async def logout(request: Request) -> Response:
 
 # --- step-up ----------------------------------------------------------------------------------
 
+_STEP_UP_EMPTY = {"totp": "Enter the code.", "passkey": sessions.STEP_UP_USE_PASSKEY}
+
 
 def _step_up_page(
     info: sessions.SessionInfo,
     *,
     factor: str,
+    passkey: bool,
     next_url: str,
     minutes: int,
     error: str | None = None,
@@ -682,10 +680,18 @@ def _step_up_page(
         signed_in=True,
         csrf=_csrf_for(info),
         factor=factor,
+        passkey=passkey,
         next=next_url,
         minutes=minutes,
         error=error,
     )
+
+
+def _step_up_means(s: Session, account_id: str) -> tuple[str, bool]:
+    """What the step-up page offers: the form's factor, and whether a passkey may be used
+    (`passkeys.finish_step_up`, through `passkey_views`)."""
+    factor = sessions.step_up_factor(s, account_id=account_id)
+    return factor, factors.has_passkey(s, account_id)
 
 
 @router.get("/account/step-up")
@@ -694,10 +700,11 @@ async def step_up_form(request: Request) -> Response:
     info = await _signed_in(request)
     if info is None:
         return _to_login()
-    factor = await _tx(ctx, lambda s: sessions.step_up_factor(s, account_id=info.account_id))
+    factor, passkey = await _tx(ctx, lambda s: _step_up_means(s, info.account_id))
     return _step_up_page(
         info,
         factor=factor,
+        passkey=passkey,
         next_url=safe_next(request.query_params.get("next")),
         minutes=ctx.settings.step_up_minutes,
     )
@@ -713,17 +720,18 @@ async def step_up_submit(request: Request) -> Response:
     next_url = safe_next(form.get("next"))
     code = form.get("code", "")
     if not code.strip():
-        factor = await _tx(ctx, lambda s: sessions.step_up_factor(s, account_id=info.account_id))
+        factor, passkey = await _tx(ctx, lambda s: _step_up_means(s, info.account_id))
         return _step_up_page(
             info,
             factor=factor,
+            passkey=passkey,
             next_url=next_url,
             minutes=ctx.settings.step_up_minutes,
-            error="Enter the code." if factor == "totp" else "Enter your password.",
+            error=_STEP_UP_EMPTY.get(factor, "Enter your password."),
             status=400,
         )
 
-    def work(s: Session) -> tuple[sessions.StepUpResult, str]:
+    def work(s: Session) -> tuple[sessions.StepUpResult, tuple[str, bool]]:
         result = sessions.step_up(
             s,
             session_id=info.id,
@@ -733,11 +741,11 @@ async def step_up_submit(request: Request) -> Response:
             envelope=ctx.envelope,
             settings=ctx.settings,
         )
-        return result, sessions.step_up_factor(s, account_id=info.account_id)
+        return result, _step_up_means(s, info.account_id)
 
     try:
         # A refusal is a result, so its ledger entry and failure count commit.
-        result, factor = await _tx(ctx, work)
+        result, (factor, passkey) = await _tx(ctx, work)
     except EgideError:
         return _to_login()  # the session ended meanwhile
     if result.ok and result.session_token:
@@ -753,6 +761,7 @@ async def step_up_submit(request: Request) -> Response:
     return _step_up_page(
         info,
         factor=factor,
+        passkey=passkey,
         next_url=next_url,
         minutes=ctx.settings.step_up_minutes,
         error=result.message,
@@ -812,6 +821,123 @@ async def password_submit(request: Request) -> Response:
     except EgideError as exc:
         return _password_page(info, error=exc.message, status=exc.status)
     return _redirect("/account?notice=password-changed")
+
+
+# --- authenticator app ----------------------------------------------------------------------
+
+_TOTP_STEP_UP = "/account/step-up?next=/account/totp"
+
+
+def _qr_and_secret(enrolment: accounts.TotpEnrolment) -> tuple[str, str]:
+    """The QR code as a data: URL (allowed by the CSP's img-src, so the SVG cannot run
+    anything in the page) and the seed in groups of four for typing."""
+    qr = "data:image/svg+xml;base64," + base64.b64encode(enrolment.svg.encode("utf-8")).decode(
+        "ascii"
+    )
+    compact = enrolment.secret_base32
+    return qr, " ".join(compact[i : i + 4] for i in range(0, len(compact), 4))
+
+
+def _totp_page(
+    info: sessions.SessionInfo,
+    enrolment: accounts.TotpEnrolment | None,
+    *,
+    error: str | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    qr, secret = _qr_and_secret(enrolment) if enrolment is not None else (None, None)
+    return _page(
+        "account_totp.html",
+        status=status,
+        title="Your authenticator app",
+        signed_in=True,
+        csrf=_csrf_for(info),
+        qr=qr,
+        secret=secret,
+        error=error,
+    )
+
+
+def _stepped_up(info: sessions.SessionInfo, ctx: WebContext) -> bool:
+    try:
+        sessions.require_recent_mfa(info, clock=ctx.clock, settings=ctx.settings)
+    except EgideError:
+        return False
+    return True
+
+
+@router.get("/account/totp")
+async def totp_form(request: Request) -> Response:
+    """A new TOTP seed for this account, shown once as a QR code (RFC 6238). Adding or
+    replacing the authenticator needs a recent step-up (ASVS V7.5.1): the back end checks it
+    too (`accounts.begin_totp_enrolment(actor_session=...)`)."""
+    ctx = _ctx(request)
+    info = await _signed_in(request)
+    if info is None:
+        return _to_login()
+    if not _stepped_up(info, ctx):
+        return _redirect(_TOTP_STEP_UP)
+    try:
+        # Each visit draws a new pending seed; the enrolled one stays until confirmed.
+        enrolment = await _tx(
+            ctx,
+            lambda s: accounts.begin_totp_enrolment(
+                s,
+                account_id=info.account_id,
+                clock=ctx.clock,
+                envelope=ctx.envelope,
+                settings=ctx.settings,
+                actor_session=info,
+            ),
+        )
+    except EgideError as exc:
+        if exc.status == 403:
+            return _redirect(_TOTP_STEP_UP)
+        return _refused(exc.message, exc.status)
+    return _totp_page(info, enrolment)
+
+
+@router.post("/account/totp")
+async def totp_submit(request: Request) -> Response:
+    """Confirm the new seed with its first code: it replaces the enrolled one, ten new
+    recovery codes are shown once, and the account's other sessions are revoked (ASVS
+    V7.4.3, in `accounts.confirm_totp_enrolment`)."""
+    ctx = _ctx(request)
+    checked = await _session_post(request)
+    if not isinstance(checked, tuple):
+        return checked
+    info, form = checked
+    if not _stepped_up(info, ctx):
+        return _redirect(_TOTP_STEP_UP)
+    code = form.get("code", "").strip()
+    if not code:
+        return _totp_page(info, None, error="Enter the code your app shows.", status=400)
+    try:
+        codes = await _tx(
+            ctx,
+            lambda s: accounts.confirm_totp_enrolment(
+                s,
+                account_id=info.account_id,
+                code=code,
+                clock=ctx.clock,
+                envelope=ctx.envelope,
+                keep_session_id=info.id,
+                actor_session=info,
+                settings=ctx.settings,
+            ),
+        )
+    except EgideError as exc:
+        if exc.status == 403:
+            return _redirect(_TOTP_STEP_UP)
+        return _totp_page(info, None, error=exc.message, status=exc.status)
+    # Shown once, on this page only (stored hashed; the page is not cached: no-store).
+    return _page(
+        "recovery_codes.html",
+        title="Your recovery codes",
+        signed_in=True,
+        csrf=_csrf_for(info),
+        codes=codes,
+    )
 
 
 # --- invitation ------------------------------------------------------------------------------

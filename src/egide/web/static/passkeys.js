@@ -2,10 +2,11 @@
  *
  * The pages' Content-Security-Policy allows no inline script, so this file is the only code:
  * a button carries data-* attributes naming its two endpoints, the page's CSRF token and the
- * element to report into. Clicking it asks the server for options, hands them to
- * navigator.credentials.create() or .get(), and posts the credential back as JSON with the
- * CSRF token in the X-CSRF-Token header. Binary fields travel as base64url (RFC 4648 section
- * 5, no padding), as in the Level 3 JSON forms of PublicKeyCredential (section 5.1).
+ * element to report into (and, for a step-up, data-next: the page to return to). Clicking it
+ * asks the server for options, hands them to navigator.credentials.create() or .get(), and
+ * posts the credential back as JSON with the CSRF token in the X-CSRF-Token header. Binary
+ * fields travel as base64url (RFC 4648 section 5, no padding), as in the Level 3 JSON forms
+ * of PublicKeyCredential (section 5.1).
  */
 "use strict";
 
@@ -141,6 +142,9 @@
       const nameField = button.dataset.name && document.getElementById(button.dataset.name);
       if (nameField) {
         body.name = nameField.value;
+      }
+      if (button.dataset.next) {
+        body.next = button.dataset.next; // step-up: where to go after (the server checks it)
       }
       const second = await post(button.dataset.finish, button.dataset.csrf, body);
       if (!second.ok) {
