@@ -36,6 +36,11 @@ def clock_of(services: Services) -> FixedClock:
     return clock
 
 
+def past_step_up(services: Services) -> None:
+    """Move the clock past the step-up window, still within the 15-minute idle timeout."""
+    clock_of(services).advance(dt.timedelta(minutes=services.settings.step_up_minutes, seconds=30))
+
+
 def invite(
     services: Services,
     email: str,

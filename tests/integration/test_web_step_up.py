@@ -7,7 +7,6 @@ code at step-up is recorded and counts towards the lockout, like a wrong code at
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 import re
 from collections.abc import Iterator
@@ -16,12 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from egide.cli.runtime import Services
-from egide.core.clock import FixedClock
 from egide.db.engine import transaction
 from egide.identity import sessions
 from egide.identity.models import Account
 from egide.web.security import safe_next
-from tests.integration.identity_support import actions
+from tests.integration.identity_support import actions, clock_of, past_step_up
 from tests.integration.test_web_pages import (
     EMAIL,
     PASSWORD,
@@ -56,17 +54,6 @@ def web(services: Services) -> Iterator[TestClient]:
         yield client
 
 
-def _later(services: Services, delta: dt.timedelta) -> None:
-    clock = services.records.clock
-    assert isinstance(clock, FixedClock)
-    clock.advance(delta)
-
-
-def _stale(services: Services) -> None:
-    """Past the step-up window, still within the 15-minute idle timeout."""
-    _later(services, dt.timedelta(minutes=services.settings.step_up_minutes, seconds=30))
-
-
 def _revoke_ids(page: str) -> tuple[str, list[str]]:
     ids = re.findall(r'action="/account/sessions/([^/"]+)/revoke"', page)
     current = re.search(
@@ -89,7 +76,7 @@ def test_v7_5_2_ending_another_session_needs_a_recent_step_up(
     sign_in(services, web, person)
     with _client(services) as laptop:
         sign_in(services, laptop, person)
-        _stale(services)
+        past_step_up(services)
         page = web.get("/account")
         _, others = _revoke_ids(page.text)
         assert len(others) == 2  # the laptop, and the browser the fixture enrolled in
@@ -142,7 +129,7 @@ def test_signing_this_session_out_needs_no_step_up(
     services: Services, web: TestClient, person: Person
 ) -> None:
     sign_in(services, web, person)
-    _stale(services)
+    past_step_up(services)
     page = web.get("/account")
     current, _ = _revoke_ids(page.text)
     out = web.post(f"/account/sessions/{current}/revoke", data={"csrf": csrf_of(page)})
@@ -165,7 +152,7 @@ def test_step_up_goes_back_only_within_this_site(
 ) -> None:
     assert person.secret is not None
     sign_in(services, web, person)
-    _later(services, STEP)
+    clock_of(services).advance(STEP)
     form = web.get("/account/step-up", params={"next": given})
     assert form.status_code == 200
     shown = _NEXT_RE.search(form.text)
@@ -187,7 +174,7 @@ def test_step_up_form_needs_the_session_and_its_csrf_token(
     assert anonymous.status_code == 303
     assert anonymous.headers["location"] == "/login"
     sign_in(services, web, person)
-    _later(services, STEP)
+    clock_of(services).advance(STEP)
     code = code_now(services, person.secret)
     assert web.post("/account/step-up", data={"code": code}).status_code == 403
     assert web.post("/account/step-up", data={"code": code, "csrf": "x" * 40}).status_code == 403

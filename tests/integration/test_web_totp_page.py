@@ -9,7 +9,6 @@ session's CSRF token.
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 import re
 from collections.abc import Iterator
@@ -18,9 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from egide.cli.runtime import Services
-from egide.core.clock import FixedClock
 from egide.identity import totp
-from tests.integration.identity_support import actions
+from tests.integration.identity_support import actions, clock_of, past_step_up
 from tests.integration.test_web_pages import (
     EMAIL,
     PASSWORD,
@@ -57,12 +55,6 @@ def web(services: Services) -> Iterator[TestClient]:
         yield client
 
 
-def _later(services: Services, delta: dt.timedelta) -> None:
-    clock = services.records.clock
-    assert isinstance(clock, FixedClock)
-    clock.advance(delta)
-
-
 def test_v7_5_1_replacing_the_authenticator_app_from_the_account_page(
     services: Services, web: TestClient, person: Person
 ) -> None:
@@ -74,7 +66,7 @@ def test_v7_5_1_replacing_the_authenticator_app_from_the_account_page(
         account = web.get("/account")
         assert 'href="/account/totp"' in account.text
         # Past the step-up window: the page sends the person to confirm it is them first.
-        _later(services, dt.timedelta(minutes=services.settings.step_up_minutes, seconds=30))
+        past_step_up(services)
         asked = web.get("/account/totp")
         assert asked.status_code == 303
         assert asked.headers["location"] == STEP_UP
@@ -124,7 +116,7 @@ def test_v7_5_1_replacing_the_authenticator_app_from_the_account_page(
 
     # The old app's codes no longer sign in; the new app's do.
     with _client(services) as later:
-        _later(services, STEP)
+        clock_of(services).advance(STEP)
         assert password_step(later, EMAIL, PASSWORD).headers["location"] == "/login/mfa"
         mfa = later.get("/login/mfa")
         old = later.post(

@@ -72,9 +72,9 @@ import ipaddress
 import json
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 from joserfc import jws
@@ -131,6 +131,9 @@ class OAuthFailure:
 
     def body(self) -> dict[str, str]:
         return {"error": self.error, "error_description": self.description}
+
+
+_T = TypeVar("_T")
 
 
 class _Refused(Exception):  # internal control flow, caught in this module
@@ -707,12 +710,8 @@ def token_request(
     """The token endpoint (RFC 6749 section 3.2): an authorization code with its PKCE
     verifier, or client credentials with a client assertion. Never raises for a refusal: the
     failure is audited and returned, and the caller commits."""
-    client_id: str | None = None
-    try:
-        params = _single(pairs)
-        client_id = params.get("client_id")
-        client = _authenticate_client(session, params, token_endpoint=token_endpoint, clock=clock)
-        client_id = client.client_id
+
+    def by_grant(client: OAuthClient, params: Mapping[str, str]) -> TokenResult:
         grant = params.get("grant_type")
         if grant == "authorization_code":
             return _code_grant(
@@ -725,6 +724,47 @@ def token_request(
         if not grant:
             raise _Refused("invalid_request", "grant_type is required")
         raise _Refused("unsupported_grant_type", "only authorization_code and client_credentials")
+
+    return _client_request(
+        session,
+        pairs=pairs,
+        what="token request",
+        handle=by_grant,
+        token_endpoint=token_endpoint,
+        clock=clock,
+        ip=ip,
+        device=device,
+    )
+
+
+def _client_request(
+    session: Session,
+    *,
+    pairs: Sequence[tuple[str, str]],
+    what: str,
+    handle: Callable[[OAuthClient, Mapping[str, str]], _T],
+    token_endpoint: str,
+    clock: Clock,
+    ip: str | None,
+    device: str | None,
+    also_audience: str | None = None,
+) -> _T | OAuthFailure:
+    """A client's request to the token or the revocation endpoint: its parameters (each once),
+    the client authenticated (`_authenticate_client`), then `handle`. A refusal on the way is
+    audited and returned, never raised (the caller commits)."""
+    client_id: str | None = None
+    try:
+        params = _single(pairs)
+        client_id = params.get("client_id")
+        client = _authenticate_client(
+            session,
+            params,
+            token_endpoint=token_endpoint,
+            clock=clock,
+            also_audience=also_audience,
+        )
+        client_id = client.client_id
+        return handle(client, params)
     except _Refused as refused:
         failure = refused.failure
         _audit(
@@ -734,7 +774,7 @@ def token_request(
             outcome=Outcome.DENIED,
             action=Action.LOGIN_FAILED,
             reasons=(
-                f"OAuth token request refused: {failure.error}",
+                f"OAuth {what} refused: {failure.error}",
                 failure.description,
                 f"client {(client_id or '-')[:64]}",
             ),
@@ -1082,36 +1122,27 @@ def revoke_request(
     `token_type_hint` is only a hint (section 2.1): Égide issues access tokens only, so any
     hint is accepted and the token is looked up as an access token. Never raises for a
     refusal: the failure is audited and returned, and the caller commits."""
-    client_id: str | None = None
-    try:
-        params = _single(pairs)
-        client_id = params.get("client_id")
-        client = _authenticate_client(
-            session,
-            params,
-            token_endpoint=token_endpoint,
-            clock=clock,
-            also_audience=revocation_endpoint,
-        )
-        client_id = client.client_id
+
+    def token_of(client: OAuthClient, params: Mapping[str, str]) -> tuple[OAuthClient, str]:
         token = params.get("token")
         if not token:
             raise _Refused("invalid_request", "token is required (RFC 7009 section 2.1)")
-    except _Refused as refused:
-        failure = refused.failure
-        _audit(
-            session,
-            clock=clock,
-            principal=_anonymous(ip, device),
-            outcome=Outcome.DENIED,
-            action=Action.LOGIN_FAILED,
-            reasons=(
-                f"OAuth revocation request refused: {failure.error}",
-                failure.description,
-                f"client {(client_id or '-')[:64]}",
-            ),
-        )
-        return failure
+        return client, token
+
+    answer = _client_request(
+        session,
+        pairs=pairs,
+        what="revocation request",
+        handle=token_of,
+        token_endpoint=token_endpoint,
+        clock=clock,
+        ip=ip,
+        device=device,
+        also_audience=revocation_endpoint,
+    )
+    if isinstance(answer, OAuthFailure):
+        return answer
+    client, token = answer
     if not looks_like_access_token(token):
         return None  # not a token of ours: nothing to revoke (section 2.2)
     row = session.scalar(

@@ -83,9 +83,9 @@ from egide.core.errors import BadRequest, Conflict, NotFound, Unauthorized
 from egide.core.ids import RandomSource, SystemRandom, new_id
 from egide.core.principal import Principal
 from egide.core.settings import Settings
-from egide.identity import factors, recovery, session_tokens
+from egide.identity import factors, recovery
 from egide.identity.accounts import ACTIVE, normalise_email
-from egide.identity.factors import audit, blocked_for, principal_of
+from egide.identity.factors import audit, principal_of
 from egide.identity.login import (
     PENDING_EXPIRED,
     LoginResult,
@@ -102,9 +102,15 @@ from egide.identity.models import (
     Passkey,
     RecoveryCode,
     WebAuthnChallenge,
-    WebSession,
 )
-from egide.identity.sessions import STEP_UP_LOCKED, StepUpResult, revoke_all_sessions
+from egide.identity.sessions import (
+    StepUpResult,
+    revoke_all_sessions,
+    step_up_blocked,
+    step_up_done,
+    step_up_refused,
+    stepping_up,
+)
 from egide.ledger.service import Action
 
 CHALLENGE_BYTES = 32  # 256 bits (ASVS V6.7.2 asks for 64 at least; L3 section 13.4.3: 16 bytes)
@@ -860,22 +866,6 @@ def finish_authentication(
 # --- Step-up within a signed-in session --------------------------------------------------------
 
 
-def _stepping_up(
-    session: Session, *, session_id: str, account_id: str
-) -> tuple[WebSession, Account]:
-    """The live web session and its active account, locked; NotFound otherwise (as
-    `sessions.step_up`: a session id reveals nothing about another account)."""
-    row = session.get(WebSession, session_id, with_for_update=True)
-    if row is None or row.account_id != account_id or row.revoked_at is not None:
-        msg = "no such session"
-        raise NotFound(msg)
-    account = session.get(Account, account_id, with_for_update=True, populate_existing=True)
-    if account is None or account.status != ACTIVE:
-        msg = "no such session"
-        raise NotFound(msg)
-    return row, account
-
-
 def begin_step_up(
     session: Session, *, session_id: str, account_id: str, clock: Clock, settings: Settings
 ) -> dict[str, Any]:
@@ -883,7 +873,7 @@ def begin_step_up(
     session (step-up, ASVS V7.5.1 and V7.5.3): UV required, `allowCredentials` listing the
     account's passkeys, the challenge bound to this session (`_challenge_hash`). NotFound for
     an ended session or another account's; BadRequest when the account has no passkey."""
-    _, account = _stepping_up(session, session_id=session_id, account_id=account_id)
+    _, account = stepping_up(session, session_id=session_id, account_id=account_id)
     rows = _rows(session, account.id)
     if not rows:
         msg = "No passkey is registered for this account."
@@ -925,20 +915,11 @@ def finish_step_up(
     passkey, a counter that did not increase, the account in backoff or locked) is a
     `StepUpResult` with `ok=False`, ledgered MFA_FAILED and, but for the backoff, counted
     towards the lockout: nothing is raised, so the caller's commit keeps it."""
-    row, account = _stepping_up(session, session_id=session_id, account_id=account_id)
+    row, account = stepping_up(session, session_id=session_id, account_id=account_id)
     principal = principal_of(account, ip=row.ip, device=row.device)
-    wait = blocked_for(account, clock.now())
-    if wait is not None:
-        audit(
-            session,
-            clock=clock,
-            principal=principal,
-            action=Action.MFA_FAILED,
-            account=account,
-            reasons=("step-up", "account locked" if wait == 0 else "too many failed attempts"),
-            denied=True,
-        )
-        return StepUpResult(ok=False, message=STEP_UP_LOCKED, retry_after=wait)
+    blocked = step_up_blocked(session, account, now=clock.now(), clock=clock, principal=principal)
+    if blocked is not None:
+        return blocked
     used, why = _step_up_assertion(
         session,
         account,
@@ -948,32 +929,18 @@ def finish_step_up(
         settings=settings,
     )
     if used is None:
-        factors.register_failure(session, account, clock=clock, principal=principal)
-        audit(
-            session,
-            clock=clock,
-            principal=principal,
-            action=Action.MFA_FAILED,
-            account=account,
-            reasons=("step-up", why),
-            denied=True,
+        return step_up_refused(
+            session, account, clock=clock, principal=principal, why=why, message=PASSKEY_REFUSED
         )
-        return StepUpResult(ok=False, message=PASSKEY_REFUSED)
-    row.mfa_at = clock.now()
-    # A re-authentication: a new token, and the current one terminated (ASVS V7.2.4).
-    token = session_tokens.new_session_token()
-    row.token_hash = session_tokens.token_hash(token)
-    factors.register_success(account)
-    session.flush()
-    audit(
+    return step_up_done(
         session,
+        row,
+        account,
+        now=clock.now(),
         clock=clock,
         principal=principal,
-        action=Action.LOGIN,
-        account=account,
-        reasons=("step-up", "passkey", f"passkey {used.id}"),
+        reasons=("passkey", f"passkey {used.id}"),
     )
-    return StepUpResult(ok=True, session_token=token)
 
 
 def _step_up_assertion(

@@ -59,6 +59,7 @@ from egide.identity.factors import (
     password_hasher,
     principal_of,
     register_failure,
+    register_success,
 )
 from egide.identity.models import Account, WebSession
 from egide.ledger.service import Action
@@ -394,6 +395,45 @@ def step_up(
     `ok=False`, appended to the ledger (MFA_FAILED) and, for a wrong answer, counted towards
     the lockout: the caller commits it (nothing is raised, so no rollback loses it).
     """
+    row, account = stepping_up(session, session_id=session_id, account_id=account_id)
+    principal = principal_of(account, ip=row.ip, device=row.device)
+    now = clock.now()
+    factor = _factor_of(session, account)
+    blocked = step_up_blocked(session, account, now=now, clock=clock, principal=principal)
+    if blocked is not None:
+        return blocked
+    if factor == "passkey":
+        # A passkey-only account steps up with its passkey; its password alone is refused
+        # without being checked (so not counted: this answers no guess).
+        return step_up_refused(
+            session,
+            account,
+            clock=clock,
+            principal=principal,
+            why="password offered by a passkey-only account",
+            message=STEP_UP_USE_PASSKEY,
+            count=False,
+        )
+    if factor == "totp":
+        ok, why = check_totp(session, envelope, account, code, clock)
+        wrong = STEP_UP_WRONG
+    else:
+        ok = password_hasher(settings).verify_or_dummy(account.password_hash, code)
+        why, wrong = "wrong password", STEP_UP_WRONG_PASSWORD
+    if not ok:
+        return step_up_refused(
+            session, account, clock=clock, principal=principal, why=why, message=wrong
+        )
+    return step_up_done(
+        session, row, account, now=now, clock=clock, principal=principal, reasons=(factor,)
+    )
+
+
+def stepping_up(
+    session: Session, *, session_id: str, account_id: str
+) -> tuple[WebSession, Account]:
+    """The live web session and its active account, both locked, for a step-up; NotFound
+    otherwise (a session id reveals nothing about another account)."""
     row = session.get(WebSession, session_id, with_for_update=True)
     if row is None or row.account_id != account_id or row.revoked_at is not None:
         msg = "no such session"
@@ -402,58 +442,72 @@ def step_up(
     if account is None or account.status != _ACTIVE:
         msg = "no such session"
         raise NotFound(msg)
-    principal = principal_of(account, ip=row.ip, device=row.device)
-    now = clock.now()
-    factor = _factor_of(session, account)
+    return row, account
+
+
+def step_up_blocked(
+    session: Session, account: Account, *, now: dt.datetime, clock: Clock, principal: Principal
+) -> StepUpResult | None:
+    """None when the account may step up now; else the refusal (ledgered MFA_FAILED, not
+    counted) for an account in backoff or locked."""
     wait = blocked_for(account, now)
-    if wait is not None:
-        audit(
-            session,
-            clock=clock,
-            principal=principal,
-            action=Action.MFA_FAILED,
-            account=account,
-            reasons=("step-up", "account locked" if wait == 0 else "too many failed attempts"),
-            denied=True,
-        )
-        return StepUpResult(ok=False, message=STEP_UP_LOCKED, retry_after=wait)
-    if factor == "passkey":
-        # A passkey-only account steps up with its passkey; its password alone is refused
-        # without being checked (so not counted: this answers no guess).
-        audit(
-            session,
-            clock=clock,
-            principal=principal,
-            action=Action.MFA_FAILED,
-            account=account,
-            reasons=("step-up", "password offered by a passkey-only account"),
-            denied=True,
-        )
-        return StepUpResult(ok=False, message=STEP_UP_USE_PASSKEY)
-    if factor == "totp":
-        ok, why = check_totp(session, envelope, account, code, clock)
-        wrong = STEP_UP_WRONG
-    else:
-        ok = password_hasher(settings).verify_or_dummy(account.password_hash, code)
-        why, wrong = "wrong password", STEP_UP_WRONG_PASSWORD
-    if not ok:
+    if wait is None:
+        return None
+    audit(
+        session,
+        clock=clock,
+        principal=principal,
+        action=Action.MFA_FAILED,
+        account=account,
+        reasons=("step-up", "account locked" if wait == 0 else "too many failed attempts"),
+        denied=True,
+    )
+    return StepUpResult(ok=False, message=STEP_UP_LOCKED, retry_after=wait)
+
+
+def step_up_refused(
+    session: Session,
+    account: Account,
+    *,
+    clock: Clock,
+    principal: Principal,
+    why: str,
+    message: str,
+    count: bool = True,
+) -> StepUpResult:
+    """A refused step-up: counted towards the lockout (unless `count` is false) and ledgered
+    MFA_FAILED; `message` is what the result shows."""
+    if count:
         register_failure(session, account, clock=clock, principal=principal)
-        audit(
-            session,
-            clock=clock,
-            principal=principal,
-            action=Action.MFA_FAILED,
-            account=account,
-            reasons=("step-up", why),
-            denied=True,
-        )
-        return StepUpResult(ok=False, message=wrong)
+    audit(
+        session,
+        clock=clock,
+        principal=principal,
+        action=Action.MFA_FAILED,
+        account=account,
+        reasons=("step-up", why),
+        denied=True,
+    )
+    return StepUpResult(ok=False, message=message)
+
+
+def step_up_done(
+    session: Session,
+    row: WebSession,
+    account: Account,
+    *,
+    now: dt.datetime,
+    clock: Clock,
+    principal: Principal,
+    reasons: tuple[str, ...],
+) -> StepUpResult:
+    """A successful step-up: the session's `mfa_at` is `now` and it gets a new token (the
+    result carries it), the failure count is cleared, and a LOGIN is ledgered."""
     row.mfa_at = now
     # A re-authentication: a new token, and the current one terminated (ASVS V7.2.4).
     token = session_tokens.new_session_token()
     row.token_hash = session_tokens.token_hash(token)
-    account.failed_count = 0
-    account.locked_until = None
+    register_success(account)
     session.flush()
     audit(
         session,
@@ -461,6 +515,6 @@ def step_up(
         principal=principal,
         action=Action.LOGIN,
         account=account,
-        reasons=("step-up", factor),
+        reasons=("step-up", *reasons),
     )
     return StepUpResult(ok=True, session_token=token)
