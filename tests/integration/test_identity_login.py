@@ -122,6 +122,13 @@ def test_staff_with_totp_needs_the_code(services: Services) -> None:
     result = mfa_step(services, first.pending_token, code_now(services, person))
     assert result.outcome == "signed_in"
     assert actions(services, "login")[-1]["reasons"][:2] == ["password", "totp"]
+    # The pending sign-in is spent: replayed with the next (fresh, valid) code, within its
+    # five minutes, it gives no second session.
+    clock_of(services).advance(dt.timedelta(seconds=30))
+    replayed = mfa_step(services, first.pending_token, code_now(services, person))
+    assert replayed.outcome == "refused"
+    assert replayed.message == login.PENDING_EXPIRED
+    assert replayed.session_token is None
 
 
 def test_v6_5_1_totp_code_is_accepted_once(services: Services) -> None:

@@ -110,16 +110,3 @@ def canonical_json(value: Any) -> bytes:
     out: list[str] = []
     _encode(value, out)
     return "".join(out).encode("utf-8")
-
-
-def canonical_entry(entry: dict[str, str | int | list[str] | None]) -> bytes:
-    """RFC 8785 bytes of a ledger entry, on the hot path of every audited act.
-
-    An entry's keys are fixed ASCII field names and its values strings, integers, null or
-    lists of strings: the shape for which `json.dumps` with these options already gives the
-    canonical form (see `canonical_json`), so the shape check is skipped. A property test
-    holds this equal to `canonical_json` for every entry shape.
-    """
-    return json.dumps(
-        entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")

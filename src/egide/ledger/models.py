@@ -4,13 +4,39 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from typing import Any, Generic, NoReturn, TypeVar, overload
 
 from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from egide.db.base import Base
 from egide.db.types import UTCDateTime
+
+_T = TypeVar("_T")
+
+
+class _EventField(Generic[_T]):
+    """A field of the access event, read from the entry's canonical bytes.
+
+    On the class (`LedgerEntry.outcome == "denied"` in a query) it raises: the field is not a
+    column, and SQLAlchemy would otherwise receive a constant False and match nothing."""
+
+    def __init__(self, default: object = None) -> None:
+        self.default = default
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> NoReturn: ...
+    @overload
+    def __get__(self, obj: LedgerEntry, owner: type) -> _T: ...
+    def __get__(self, obj: LedgerEntry | None, owner: type) -> _T:
+        if obj is None:
+            msg = f"LedgerEntry.{self.name} is read from the canonical bytes, not a column"
+            raise AttributeError(msg)
+        value = obj.event.get(self.name, self.default)
+        return list(value or []) if self.name == "reasons" else value  # type: ignore[return-value]
 
 
 class LedgerEntry(Base):
@@ -53,45 +79,18 @@ class LedgerEntry(Base):
             cached = self.__dict__["_event"] = json.loads(self.canonical)
         return cached
 
-    @property
-    def role(self) -> str | None:
-        return self.event.get("role")
-
-    @property
-    def outcome(self) -> str:
-        return str(self.event["outcome"])
-
-    @property
-    def resource_type(self) -> str | None:
-        return self.event.get("resource_type")
-
-    @property
-    def resource_id(self) -> str | None:
-        return self.event.get("resource_id")
-
-    @property
-    def count(self) -> int:
-        return int(self.event.get("count", 1))
-
-    @property
-    def ip(self) -> str | None:
-        return self.event.get("ip")
-
-    @property
-    def device(self) -> str | None:
-        return self.event.get("device")
-
-    @property
-    def purpose(self) -> str | None:
-        return self.event.get("purpose")
-
-    @property
-    def request_id(self) -> str | None:
-        return self.event.get("request_id")
-
-    @property
-    def reasons(self) -> list[str]:
-        return list(self.event.get("reasons") or [])
+    # Read from the canonical bytes, never stored apart (one copy to trust). Not columns:
+    # used in a query they raise instead of silently comparing a Python object.
+    role = _EventField[str | None]()
+    outcome = _EventField[str]()
+    resource_type = _EventField[str | None]()
+    resource_id = _EventField[str | None]()
+    count = _EventField[int](1)
+    ip = _EventField[str | None]()
+    device = _EventField[str | None]()
+    purpose = _EventField[str | None]()
+    request_id = _EventField[str | None]()
+    reasons = _EventField[list[str]]()
 
 
 class LedgerLeaf(Base):

@@ -73,7 +73,6 @@ __all__ = [
     "check_consistency",
     "check_inclusion",
     "checkpoint_note",
-    "consistency",
     "consistency_proof_for",
     "inclusion_for_seq",
     "parse_consistency",
@@ -428,11 +427,6 @@ def consistency_proof_for(
         old_checkpoint_note=bytes(old.note),
         new_checkpoint_note=bytes(new.note),
     )
-
-
-def consistency(session: Session, *, old_size: int, new_size: int | None = None) -> list[bytes]:
-    """Just the proof hashes of `consistency_proof_for` (RFC 9162 2.1.4.1 PROOF(m, D[n]))."""
-    return consistency_proof_for(session, old_size=old_size, new_size=new_size).proof
 
 
 # --------------------------------------------------------------------------- client side

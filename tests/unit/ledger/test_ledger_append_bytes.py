@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import uuid
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, select
@@ -94,3 +95,12 @@ def test_time_ordered_ids_sort_by_time_and_differ() -> None:
     ids = [time_ordered_id(ms) for ms in (1, 2, 1000, 1 << 40)]
     assert ids == sorted(ids)
     assert len({time_ordered_id(5) for _ in range(100)}) == 100
+
+
+def test_fields_read_from_the_bytes_cannot_be_queried_as_columns() -> None:
+    """`LedgerEntry.outcome == "denied"` would otherwise compare a Python object, give a
+    constant False, and a query for refusals would silently match nothing."""
+    with pytest.raises(AttributeError, match="not a column"):
+        _ = LedgerEntry.outcome
+    entry = LedgerEntry(canonical=b'{"count":3,"outcome":"denied","reasons":["r"]}')
+    assert (entry.outcome, entry.count, entry.reasons, entry.role) == ("denied", 3, ["r"], None)

@@ -61,20 +61,3 @@ def test_the_fast_path_and_the_careful_encoder_agree(value: object) -> None:
     out: list[str] = []
     _encode(value, out)
     assert canonical_json(value) == "".join(out).encode("utf-8")
-
-
-ENTRY_VALUES = st.none() | st.integers() | st.text() | st.lists(st.text(), max_size=3)
-
-
-@given(
-    st.dictionaries(
-        st.sampled_from(
-            ["id", "time", "user", "action", "count", "reasons", "patient", "ip", "purpose"]
-        ),
-        ENTRY_VALUES,
-    )
-)
-def test_the_entry_encoder_is_canonical_json(entry: dict[str, object]) -> None:
-    from egide.ledger.canonical import canonical_entry  # noqa: PLC0415
-
-    assert canonical_entry(entry) == canonical_json(entry)  # type: ignore[arg-type]
