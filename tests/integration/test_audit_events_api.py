@@ -18,7 +18,7 @@ from egide.db.engine import transaction
 from egide.fhir.validation import validate_resource
 from egide.ledger.models import LedgerEntry
 from egide.records.models import ResourceHead
-from tests.helpers import issue_token
+from tests.helpers import issue_token, treating_token
 from tests.integration.fhir_support import create, headers, observation, outcome_text, patient
 
 T0 = dt.datetime(2026, 3, 2, 8, 15, tzinfo=dt.UTC)
@@ -55,7 +55,7 @@ def world(client: TestClient, services: Services, service_token: str) -> dict[st
     alice = create(client, service_token, patient(family="Lefèvre"))["id"]
     bruno = create(client, service_token, patient(family="Martin", given="Bruno"))["id"]
     obs = create(client, service_token, observation(alice, value=187.3))["id"]
-    physician = issue_token(services, "physician")
+    physician = treating_token(services, alice, bruno)
     assert client.get(f"/fhir/Patient/{alice}", headers=headers(physician)).status_code == 200
     assert client.get("/fhir/Observation", headers=headers(physician)).status_code == 200
     assert client.get("/fhir/Patient", headers={"Authorization": "Bearer nope"}).status_code == 401
@@ -134,7 +134,9 @@ def test_officer_searches_by_agent_action_and_subtype(
     assert searches["total"] == 1
     assert _entries(searches)[0]["action"] == "E"
     created = _search(client, officer, {"action": "C", "subtype": "create"})
-    assert created["total"] == 3  # two patients and an observation, by the service token
+    # Two patients and an observation by the service token; a practitioner and two
+    # admissions (the physician's care links) by the admission job, also a service.
+    assert created["total"] == 6
     assert {e["agent"][0]["role"][0]["text"] for e in _entries(created)} == {"service"}
     # Either of two actions; and action + subtype narrow each other.
     either = _search(client, officer, {"agent": physician_id, "action": "C,R"})

@@ -1,8 +1,8 @@
 """Permissions and roles, as alphabetised StrEnums, and the role-to-permission table.
 
-This is the simplest honest policy (issue 2): what a role may do at all. Care relationships,
-consent and break-the-glass narrow it further in the access-control issue without changing the
-callers: they already pass every fact through `decide`.
+These are the permissions that do not depend on a patient: the directory, the ledger, access
+reports, keys and tokens. What a role may do to patient data, and under which care
+relationship, is the rule table of `access.rules`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,6 @@ class Permission(StrEnum):
     DIRECTORY_RESOURCE_WRITE = "directory:resource:write"
     LEDGER_AUDIT_READ = "ledger:audit:read"
     LEDGER_REPORT_READ = "ledger:report:read"  # any patient's access report
-    PATIENT_CLINICAL_READ = "patient:clinical:read"
-    PATIENT_CLINICAL_WRITE = "patient:clinical:write"
-    PATIENT_DEMOGRAPHICS_READ = "patient:demographics:read"
-    PATIENT_DEMOGRAPHICS_WRITE = "patient:demographics:write"
 
 
 class Role(StrEnum):
@@ -45,15 +41,7 @@ class Role(StrEnum):
 
 
 P = Permission
-_CLINICAL = frozenset(
-    {
-        P.DIRECTORY_RESOURCE_READ,
-        P.PATIENT_CLINICAL_READ,
-        P.PATIENT_CLINICAL_WRITE,
-        P.PATIENT_DEMOGRAPHICS_READ,
-        P.PATIENT_DEMOGRAPHICS_WRITE,
-    }
-)
+_STAFF = frozenset({P.DIRECTORY_RESOURCE_READ})
 
 ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
     # Accounts, keys and settings; the staff directory; never patient data (DESIGN.md).
@@ -65,33 +53,20 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
             P.DIRECTORY_RESOURCE_WRITE,
         }
     ),
-    # GDPR requests and access reports come with the privacy issue; no clinical reach here.
     Role.DPO: frozenset({P.DIRECTORY_RESOURCE_READ, P.LEDGER_REPORT_READ}),
-    Role.LAB: _CLINICAL,
-    Role.NURSE: _CLINICAL,
-    # Their own compartment only (see policy.decide), read-only.
-    Role.PATIENT: frozenset(
-        {P.DIRECTORY_RESOURCE_READ, P.PATIENT_CLINICAL_READ, P.PATIENT_DEMOGRAPHICS_READ}
-    ),
-    Role.PHARMACIST: _CLINICAL,
-    Role.PHYSICIAN: _CLINICAL,
-    Role.RADIOLOGY: _CLINICAL,
-    # Pseudonymised exports only, with the privacy issue.
+    Role.LAB: _STAFF,
+    Role.NURSE: _STAFF,
+    Role.PATIENT: _STAFF,  # who their clinicians are
+    Role.PHARMACIST: _STAFF,
+    Role.PHYSICIAN: _STAFF,
+    Role.RADIOLOGY: _STAFF,
     Role.RESEARCHER: frozenset(),
-    Role.RESIDENT: _CLINICAL,
-    # Demographics and appointments only.
-    Role.SECRETARY: frozenset(
-        {
-            P.DIRECTORY_RESOURCE_READ,
-            P.PATIENT_DEMOGRAPHICS_READ,
-            P.PATIENT_DEMOGRAPHICS_WRITE,
-        }
-    ),
-    # The ledger as FHIR AuditEvents (read-only); alerts and incidents come with their issues;
-    # clinical data only under an investigation grant (access-control issue).
+    Role.RESIDENT: _STAFF,
+    Role.SECRETARY: _STAFF,
+    # The ledger as FHIR AuditEvents (read-only) and any patient's access report.
     Role.SECURITY_OFFICER: frozenset(
         {P.DIRECTORY_RESOURCE_READ, P.LEDGER_AUDIT_READ, P.LEDGER_REPORT_READ}
     ),
     # Integration engines and migrations: SMART `system/*.cruds` (DESIGN.md, tokens).
-    Role.SERVICE: _CLINICAL | {P.DIRECTORY_RESOURCE_WRITE},
+    Role.SERVICE: frozenset({P.DIRECTORY_RESOURCE_READ, P.DIRECTORY_RESOURCE_WRITE}),
 }

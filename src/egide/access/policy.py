@@ -3,22 +3,34 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 from egide.access.permissions import ROLE_PERMISSIONS, Permission, Role
+from egide.access.relationships import TREATING_TEAM, CareFact, Relationship
+from egide.access.rules import (
+    CONSENT_EXEMPT,
+    RULES,
+    Obligation,
+    Operation,
+    Rule,
+    TypeSet,
+    may_ever,
+    rules_for,
+)
 from egide.access.scopes import scope_allows_any
 from egide.core.principal import Decision, Principal
 
-# Resources that a secretary may see: who the patient is and when they come (issue 5: clinical
-# elements masked). Everything else in a patient compartment is clinical.
-DEMOGRAPHIC_TYPES = frozenset({"Appointment", "Patient"})
-
-
-class Operation(StrEnum):
-    READ = "read"
-    SEARCH = "search"
-    WRITE = "write"
-
+__all__ = [
+    "AccessContext",
+    "Operation",
+    "SearchPlan",
+    "Target",
+    "decide",
+    "decide_access_report",
+    "has_permission",
+    "may_search_type",
+    "may_write_type",
+    "search_plan",
+]
 
 # The SMART interaction letters (access.scopes) any of which allows an operation.
 _SCOPE_LETTERS = {Operation.READ: "rs", Operation.SEARCH: "s", Operation.WRITE: "cud"}
@@ -30,24 +42,32 @@ class Target:
 
     `patient_data` says whether the type belongs to the FHIR patient compartment (clinical or
     demographic data) or is directory data (a Practitioner, an Organization). A patient-data
-    resource with no patient (`patient_id` None) is still patient data: only roles with the
-    clinical permission reach it, never a patient principal.
+    resource with no patient (`patient_id` None) is still patient data: no relationship can
+    reach it, so only roles that need none do. `restricted` says the resource carries a
+    sensitive security label (mental health, HIV, reproductive health...) that this patient's
+    consent restricts to their treating team.
     """
 
     resource_type: str
     patient_id: str | None
     patient_data: bool = True
+    restricted: bool = False
 
 
-def required_permission(target: Target, operation: Operation) -> Permission:
-    write = operation is Operation.WRITE
-    if not target.patient_data and target.resource_type not in DEMOGRAPHIC_TYPES:
-        return Permission.DIRECTORY_RESOURCE_WRITE if write else Permission.DIRECTORY_RESOURCE_READ
-    if target.resource_type in DEMOGRAPHIC_TYPES:
-        return (
-            Permission.PATIENT_DEMOGRAPHICS_WRITE if write else Permission.PATIENT_DEMOGRAPHICS_READ
-        )
-    return Permission.PATIENT_CLINICAL_WRITE if write else Permission.PATIENT_CLINICAL_READ
+@dataclass(frozen=True)
+class AccessContext:
+    """The facts the records room gathered for one decision (no I/O here).
+
+    `facts`: the relationships that hold now between the principal and the target's patient
+    (access.relationships.care_facts). `consent_denials`: why this patient's active consent
+    refuses this principal (a named practitioner or organisation, or this resource's labels).
+    """
+
+    facts: tuple[CareFact, ...] = ()
+    consent_denials: tuple[str, ...] = ()
+
+
+NO_CONTEXT = AccessContext()
 
 
 def _role(principal: Principal) -> Role | None:
@@ -58,66 +78,178 @@ def _role(principal: Principal) -> Role | None:
 
 
 def has_permission(principal: Principal, permission: Permission) -> bool:
+    """For what is not patient data: the ledger, reports, keys, the directory."""
     role = _role(principal)
     return role is not None and permission in ROLE_PERMISSIONS[role]
 
 
-def decide(principal: Principal, operation: Operation, target: Target) -> Decision:
-    """May `principal` perform `operation` on `target`? Deny unless a rule allows."""
+def may_write_type(principal: Principal, resource_type: str, *, patient_data: bool) -> bool:
+    """Whether `principal` could write `resource_type` under some relationship: a refusal here
+    depends only on the role and the type, so it may answer 403 without an existence oracle."""
+    role = _role(principal)
+    if role is None:
+        return False
+    if not patient_data:
+        return Permission.DIRECTORY_RESOURCE_WRITE in ROLE_PERMISSIONS[role]
+    return may_ever(role, resource_type, Operation.WRITE)
+
+
+def may_search_type(principal: Principal, resource_type: str, *, patient_data: bool) -> Decision:
+    """Whether `principal` may search (or read the history of) `resource_type` at all; which
+    rows it then sees is the search plan's filter. Depends only on role, scopes and type."""
     role = _role(principal)
     if role is None:
         return Decision.deny(f"unknown role {principal.role!r}")
-    permission = required_permission(target, operation)
-    if permission not in ROLE_PERMISSIONS[role]:
-        return Decision.deny(f"role {role} lacks permission {permission}")
-    # SMART scopes bound the role, never widen it (access-control issue, item 7). The API
-    # checks the exact interaction letter first; here, behind it, an operation passes when any
-    # of its letters is granted (a search result is read: `r` or `s`).
-    letters = _SCOPE_LETTERS[operation]
     if principal.scopes is not None and not scope_allows_any(
-        principal.scopes, target.resource_type, letters
+        principal.scopes, resource_type, _SCOPE_LETTERS[Operation.SEARCH]
+    ):
+        return Decision.deny(f"the token's scopes do not allow search {resource_type}")
+    if not patient_data:
+        if Permission.DIRECTORY_RESOURCE_READ in ROLE_PERMISSIONS[role]:
+            return Decision.allow(f"role {role} grants {Permission.DIRECTORY_RESOURCE_READ}")
+        return Decision.deny(f"role {role} lacks permission {Permission.DIRECTORY_RESOURCE_READ}")
+    if may_ever(role, resource_type, Operation.SEARCH):
+        return Decision.allow(f"role {role} may search {resource_type} within its reach")
+    return Decision.deny(f"role {role} may not search {resource_type} resources")
+
+
+def _own(principal: Principal, role: Role, target: Target) -> CareFact | None:
+    if role is Role.PATIENT and principal.patient_id and target.patient_id == principal.patient_id:
+        return CareFact(Relationship.OWN, "the patient's own record")
+    return None
+
+
+# The order in which a decision names the relationship it relied on: the strongest tie first,
+# break-the-glass last (it is used only when nothing else allows).
+_PREFERENCE = (
+    Relationship.OWN,
+    Relationship.PERSONAL,
+    Relationship.GUARDIAN,
+    Relationship.DEPARTMENT,
+    Relationship.ORDER,
+    Relationship.INVESTIGATION,
+    Relationship.BREAK_GLASS,
+)
+
+
+def _matched(rule: Rule, facts: tuple[CareFact, ...]) -> list[CareFact]:
+    found = [f for f in facts if f.relationship in rule.relationships]
+    return sorted(found, key=lambda f: _PREFERENCE.index(f.relationship))
+
+
+def decide(
+    principal: Principal,
+    operation: Operation,
+    target: Target,
+    context: AccessContext = NO_CONTEXT,
+) -> Decision:
+    """May `principal` perform `operation` on `target`, given the facts in `context`?
+
+    Deny unless a rule allows (DESIGN.md, contract 1). The reasons say which rule and which
+    relationship allowed, or why nothing did; they go into the act's ledger entry so the
+    patient's access report can say why (issue 5, item 1).
+    """
+    role = _role(principal)
+    if role is None:
+        return Decision.deny(f"unknown role {principal.role!r}")
+    # SMART scopes bound the role, never widen it (issue 5, item 7). The API checks the exact
+    # interaction letter first; here, behind it, an operation passes when any of its letters
+    # is granted (a search result is read: `r` or `s`).
+    if principal.scopes is not None and not scope_allows_any(
+        principal.scopes, target.resource_type, _SCOPE_LETTERS[operation]
     ):
         return Decision.deny(f"the token's scopes do not allow {operation} {target.resource_type}")
-    if role is Role.PATIENT and target.patient_data:
-        if principal.patient_id is None or target.patient_id != principal.patient_id:
-            return Decision.deny("outside the patient's own compartment")
-        return Decision.allow(f"role {role} grants {permission}", "own compartment")
-    return Decision.allow(f"role {role} grants {permission}")
-
-
-@dataclass(frozen=True)
-class SearchScope:
-    """What a principal's searches and histories may return, as facts the records layer turns
-    into a filter inside the query (so totals and paging count only what may be seen)."""
-
-    directory: bool  # directory data (staff, organisations, terminology)
-    demographics: bool  # Patient and Appointment resources
-    clinical: bool  # every other kind of patient data
-    only_patient: str | None  # patient data only from this patient's compartment
-
-
-def search_scope(principal: Principal) -> SearchScope:
-    role = _role(principal)
-    granted = ROLE_PERMISSIONS[role] if role is not None else frozenset()
-    clinical = Permission.PATIENT_CLINICAL_READ in granted
-    return SearchScope(
-        directory=Permission.DIRECTORY_RESOURCE_READ in granted,
-        demographics=clinical or Permission.PATIENT_DEMOGRAPHICS_READ in granted,
-        clinical=clinical,
-        only_patient=search_restriction(principal),
+    if not target.patient_data:
+        write = operation is Operation.WRITE
+        permission = (
+            Permission.DIRECTORY_RESOURCE_WRITE if write else Permission.DIRECTORY_RESOURCE_READ
+        )
+        if permission not in ROLE_PERMISSIONS[role]:
+            return Decision.deny(f"role {role} lacks permission {permission}")
+        return Decision.allow(f"role {role} grants {permission}")
+    rules = rules_for(role, target.resource_type, operation)
+    if not rules:
+        return Decision.deny(f"role {role} may not {operation} {target.resource_type} resources")
+    own = _own(principal, role, target)
+    facts = context.facts + ((own,) if own is not None else ())
+    exempt = role in CONSENT_EXEMPT or own is not None
+    if context.consent_denials and not exempt:
+        return Decision.deny(*context.consent_denials)
+    if target.restricted and not exempt:
+        treating = [f for f in facts if f.relationship in TREATING_TEAM]
+        emergency = [f for f in facts if f.relationship is Relationship.BREAK_GLASS]
+        if not treating and not emergency:
+            return Decision.deny(
+                "this record carries a sensitive label that the patient's consent restricts "
+                "to their treating team"
+            )
+    best: Decision | None = None
+    for rule in rules:
+        granted = f"role {role} may {operation} {target.resource_type}"
+        if Relationship.ANY in rule.relationships:
+            candidate = Decision(
+                allowed=True,
+                reasons=(granted + " for every patient",),
+                obligations=tuple(rule.obligations),
+            )
+        else:
+            matched = _matched(rule, facts)
+            if not matched:
+                continue
+            obligations = list(rule.obligations)
+            purpose = None
+            if matched[0].relationship is Relationship.BREAK_GLASS:
+                # Nothing but the emergency grant allows: the ledger must say so (issue 5,
+                # item 5; DICOM 110113 Security Alert on the entry).
+                obligations.append(Obligation.BREAK_GLASS)
+                purpose = matched[0].reason
+            candidate = Decision(
+                allowed=True,
+                reasons=(granted, matched[0].reason),
+                obligations=tuple(obligations),
+                purpose=purpose,
+            )
+        if best is None or len(candidate.obligations) < len(best.obligations):
+            best = candidate
+    if best is not None:
+        return best
+    if role is Role.PATIENT:
+        return Decision.deny("outside the patient's own compartment")
+    return Decision.deny(
+        "no appointment, admission, care-team, order or other care link between this user "
+        "and this patient"
     )
 
 
-def search_restriction(principal: Principal) -> str | None:
-    """The only patient whose compartment this principal's searches may return, if any.
+@dataclass(frozen=True)
+class SearchPlan:
+    """What a principal's searches and histories may return, as facts the records room turns
+    into a filter inside the query, so totals and paging count only what may be seen."""
 
-    A patient principal searches within their own compartment; the records layer applies this
-    as a filter in the query itself, so counts and paging leak nothing about other patients.
-    """
-    if _role(principal) is Role.PATIENT:
-        # A patient token with no patient id reaches nothing: an impossible id filters all.
-        return principal.patient_id or "\x00none"
-    return None
+    role: Role | None
+    directory: bool  # directory data (staff, organisations, terminology)
+    rules: tuple[Rule, ...]  # the rules that allow reading patient data
+    consent_applies: bool  # the patient's consent binds this role
+    own_patient: str | None  # the patient a patient principal is (Relationship.OWN)
+
+
+def search_plan(principal: Principal, operation: Operation = Operation.SEARCH) -> SearchPlan:
+    role = _role(principal)
+    if role is None:
+        return SearchPlan(None, directory=False, rules=(), consent_applies=True, own_patient=None)
+    rules = tuple(r for r in RULES[role] if operation in r.operations)
+    own = principal.patient_id if role is Role.PATIENT else None
+    return SearchPlan(
+        role,
+        directory=Permission.DIRECTORY_RESOURCE_READ in ROLE_PERMISSIONS[role],
+        rules=rules,
+        consent_applies=role not in CONSENT_EXEMPT,
+        own_patient=own,
+    )
+
+
+def type_sets(plan: SearchPlan) -> tuple[TypeSet, ...]:
+    return tuple(rule.types for rule in plan.rules)
 
 
 def decide_access_report(principal: Principal, patient_id: str) -> Decision:

@@ -8,6 +8,7 @@ database it protects (OWASP ASVS 5.0 V13.3.1).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import secrets
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from egide.access.relationships import Windows
 from egide.core.clock import Clock, SystemClock
 from egide.core.errors import BadRequest, StorageFailure
 from egide.core.ids import RandomSource, SystemRandom
@@ -147,6 +149,10 @@ def open_services(
         index=BlindIndex(keyring.secret("blind-index"), random=random),
         clock=clock,
         random=random,
+        windows=Windows(
+            care_grace=dt.timedelta(days=settings.care_grace_days),
+            appointment_lead=dt.timedelta(days=settings.appointment_lead_days),
+        ),
     )
     ledger_seed = keyring.secret("ledger-signing-seed")
     signer = CheckpointSigner(name=settings.ledger_origin, seed=ledger_seed)

@@ -7,6 +7,7 @@ why an act was allowed or denied.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 
@@ -24,13 +25,23 @@ class Principal:
     # The SMART scopes of an OAuth access token: an upper bound on what this caller may do
     # (access.scopes). None: not limited by scopes (sessions, `egide_` API tokens).
     scopes: frozenset[str] | None = None
+    # Who this person is in the FHIR data (SMART `fhirUser`): `Practitioner/<id>` for staff,
+    # `Patient/<id>` for a patient; care relationships are found from it (access.relationships).
+    fhir_user: str | None = None
 
     def with_request(
         self, *, ip: str | None, device: str | None, request_id: str | None
     ) -> Principal:
-        return Principal(
-            self.id, self.role, self.name, self.patient_id, ip, device, request_id, self.scopes
-        )
+        return dataclasses.replace(self, ip=ip, device=device, request_id=request_id)
+
+
+def fhir_user_for(*, patient_id: str | None, practitioner_id: str | None) -> str | None:
+    """The FHIR reference a signed-in person is (SMART `fhirUser`), from their account."""
+    if practitioner_id:
+        return f"Practitioner/{practitioner_id}"
+    if patient_id:
+        return f"Patient/{patient_id}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,8 @@ class Decision:
     allowed: bool
     reasons: tuple[str, ...] = ()
     obligations: tuple[str, ...] = field(default=())
+    # The stated reason the act relies on (a break-the-glass reason), for the ledger's `purpose`.
+    purpose: str | None = None
 
     @classmethod
     def allow(cls, *reasons: str) -> Decision:

@@ -60,6 +60,13 @@ class Settings(BaseModel):
     # At most this many live web sessions per account: a new sign-in beyond it ends the least
     # recently used ones (ASVS V7.1.2, documented concurrent-session limit).
     max_sessions_per_account: int = Field(default=10, ge=1)
+    # --- Access control (issue 5, docs/access.md).
+    # A care link holds this long after discharge or the end of care (grace period).
+    care_grace_days: int = Field(default=30, ge=0, le=3650)
+    # An appointment links its clinicians to the patient this long before it starts.
+    appointment_lead_days: int = Field(default=7, ge=0, le=365)
+    # A break-the-glass grant lasts this long, for that patient only.
+    break_glass_hours: float = Field(default=4.0, gt=0, le=72)
     # How long an invitation link stays valid.
     invitation_hours: int = Field(default=72, ge=1)
     # Sensitive actions need a second factor checked within this many minutes (step-up).

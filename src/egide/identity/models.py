@@ -20,6 +20,8 @@ class ApiToken(Base):
     name: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(32))
     patient_id: Mapped[str | None] = mapped_column(String(64))
+    # For a clinician's token: the Practitioner they are, whose care links give them access.
+    practitioner_id: Mapped[str | None] = mapped_column(String(64))
     token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

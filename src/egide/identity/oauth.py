@@ -89,7 +89,7 @@ from egide.access.scopes import LAUNCH_PATIENT, parse_scope, parse_scopes, withi
 from egide.core.clock import Clock
 from egide.core.errors import BadRequest, NotFound
 from egide.core.ids import RandomSource, SystemRandom, new_id
-from egide.core.principal import Principal
+from egide.core.principal import Principal, fhir_user_for
 from egide.identity import session_tokens
 from egide.identity.models import Account, OAuthClient, OAuthCode, OAuthJti, OAuthToken
 from egide.ledger.service import Act, Action, Outcome, append
@@ -1319,4 +1319,7 @@ def authenticate_access_token(session: Session, *, token: str, clock: Clock) -> 
         name=f"{account.name} via {client.name}"[:200],
         patient_id=account.patient_id,
         scopes=scopes,
+        fhir_user=fhir_user_for(
+            patient_id=account.patient_id, practitioner_id=account.practitioner_id
+        ),
     )

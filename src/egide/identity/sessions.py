@@ -47,7 +47,7 @@ from egide.access.permissions import Role
 from egide.core.clock import Clock
 from egide.core.errors import Forbidden, NotFound
 from egide.core.ids import new_id
-from egide.core.principal import Principal
+from egide.core.principal import Principal, fhir_user_for
 from egide.core.settings import Settings
 from egide.crypto.envelope import Envelope
 from egide.identity import session_tokens
@@ -103,7 +103,13 @@ def _info(row: WebSession, account: Account) -> SessionInfo:
         id=row.id,
         account_id=row.account_id,
         principal=Principal(
-            id=account.id, role=account.role, name=account.name, patient_id=account.patient_id
+            id=account.id,
+            role=account.role,
+            name=account.name,
+            patient_id=account.patient_id,
+            fhir_user=fhir_user_for(
+                patient_id=account.patient_id, practitioner_id=account.practitioner_id
+            ),
         ),
         csrf_secret=row.csrf_secret,
         created_at=row.created_at,

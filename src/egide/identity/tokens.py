@@ -21,7 +21,7 @@ from egide.access.permissions import Role
 from egide.core.clock import Clock
 from egide.core.errors import BadRequest
 from egide.core.ids import RandomSource, SystemRandom, new_id
-from egide.core.principal import Principal
+from egide.core.principal import Principal, fhir_user_for
 from egide.identity.models import ApiToken
 
 TOKEN_PREFIX = "egide_"  # noqa: S105 - a public prefix that lets secret scanners spot leaks
@@ -47,6 +47,7 @@ def create_token(
     name: str,
     clock: Clock,
     patient_id: str | None = None,
+    practitioner_id: str | None = None,
     expires_at: dt.datetime | None = None,
     random: RandomSource | None = None,
 ) -> IssuedToken:
@@ -67,6 +68,9 @@ def create_token(
     if parsed is not Role.PATIENT and patient_id:
         msg = "only patient tokens are bound to a patient"
         raise BadRequest(msg)
+    if practitioner_id and parsed in (Role.PATIENT, Role.SERVICE, Role.ADMIN):
+        msg = "only staff tokens act as a practitioner"
+        raise BadRequest(msg)
     raw = (random or SystemRandom()).token_bytes(32)
     token = TOKEN_PREFIX + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
     row = ApiToken(
@@ -74,6 +78,7 @@ def create_token(
         name=name,
         role=parsed.value,
         patient_id=patient_id,
+        practitioner_id=practitioner_id or None,
         token_hash=_hash(token),
         created_at=clock.now(),
         expires_at=expires_at,
@@ -92,7 +97,13 @@ def authenticate(session: Session, *, token: str, clock: Clock) -> Principal | N
         return None
     if row.expires_at is not None and row.expires_at <= clock.now():
         return None
-    return Principal(id=row.id, role=row.role, name=row.name, patient_id=row.patient_id)
+    return Principal(
+        id=row.id,
+        role=row.role,
+        name=row.name,
+        patient_id=row.patient_id,
+        fhir_user=fhir_user_for(patient_id=row.patient_id, practitioner_id=row.practitioner_id),
+    )
 
 
 def revoke_token(session: Session, *, token_id: str, clock: Clock) -> bool:

@@ -108,6 +108,85 @@ class SearchDate(Base):
     )
 
 
+class AccessLink(Base):
+    """A link between an actor and a patient that may give a care relationship (issue 5).
+
+    Derived from the stored FHIR resources that say who treats whom (Encounter, EpisodeOfCare,
+    Appointment, CareTeam, active orders, a guardian's RelatedPerson), rebuilt whenever one of
+    them is written; or an explicit grant (assignment, break-the-glass, investigation). The
+    access policy (`access.relationships`) decides which links hold now and what they give.
+    """
+
+    __tablename__ = "records_access_link"
+
+    pk: Mapped[int] = mapped_column(_AUTO_PK, primary_key=True, autoincrement=True)
+    # What made the link: a resource ("Encounter", its id) or a grant ("grant", grant id).
+    source_type: Mapped[str] = mapped_column(String(64))
+    source_id: Mapped[str] = mapped_column(String(64))
+    patient_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    # `Practitioner/<id>`, `Organization/<id>`, `RelatedPerson/<id>`, `user:<account>` or `*`.
+    actor: Mapped[str] = mapped_column(String(160))
+    valid_from: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    valid_to: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    # For grants only: who granted and the stated reason (coded, plus the clinician's words),
+    # also in the ledger entry that opened the grant.
+    granted_by: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(String(600))
+
+    __table_args__ = (
+        Index("ix_records_access_link_patient", "patient_id", "actor"),
+        Index("ix_records_access_link_source", "source_type", "source_id"),
+    )
+
+
+class AccessMembership(Base):
+    """`member` acts as `group` too: a practitioner in their department (PractitionerRole),
+    a patient who is also a guardian's RelatedPerson (Patient.link)."""
+
+    __tablename__ = "records_access_membership"
+
+    pk: Mapped[int] = mapped_column(_AUTO_PK, primary_key=True, autoincrement=True)
+    source_type: Mapped[str] = mapped_column(String(64))
+    source_id: Mapped[str] = mapped_column(String(64))
+    member: Mapped[str] = mapped_column(String(160))
+    group: Mapped[str] = mapped_column(String(160))
+    valid_from: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    valid_to: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_records_access_membership_member", "member"),
+        Index("ix_records_access_membership_source", "source_type", "source_id"),
+    )
+
+
+class ConsentRule(Base):
+    """One rule of a patient's active FHIR R4 Consent, as the access filter needs it.
+
+    `kind` "deny": `actor` (when set) may not reach the patient's data, or only not the
+    resources carrying `label`; with no actor, resources carrying `label` are restricted to
+    the treating team (`label` b"*": all of them). `kind` "research": the patient opted out
+    of research use. `label` is the blind-index token of the security label code, never the
+    code itself (a clear "HIV" next to a patient id would be patient data).
+    """
+
+    __tablename__ = "records_consent_rule"
+
+    pk: Mapped[int] = mapped_column(_AUTO_PK, primary_key=True, autoincrement=True)
+    consent_id: Mapped[str] = mapped_column(String(64))
+    patient_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str | None] = mapped_column(String(160))
+    label: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    valid_from: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    valid_to: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_records_consent_rule_patient", "patient_id"),
+        Index("ix_records_consent_rule_consent", "consent_id"),
+    )
+
+
 # Every column of this room that is stored in clear, with why it may be. The at-rest test
 # writes distinctive values and scans the whole database for them; this list is the review aid.
 CLEAR_COLUMNS: dict[str, str] = {
@@ -116,4 +195,8 @@ CLEAR_COLUMNS: dict[str, str] = {
     "records_search_token.value": "HMAC-SHA256 under the blind-index key, never the value",
     "records_search_reference.*": "referenced resource type and random id",
     "records_search_date.low/high": "clinical event dates (not birth dates), for range search",
+    "records_access_link.*": "who treats whom: random ids, link kind, validity period; a "
+    "grant's coded reason and words (also in the ledger entry that opened it)",
+    "records_access_membership.*": "random ids of a practitioner and their department",
+    "records_consent_rule.*": "random ids, rule kind, period; labels as blind-index tokens",
 }

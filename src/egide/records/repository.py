@@ -22,19 +22,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, exists, false, func, or_, select
+from sqlalchemy import Select, and_, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
+from egide.access.masking import carry_masked, mask
 from egide.access.policy import (
-    DEMOGRAPHIC_TYPES,
     Operation,
     Target,
     decide,
-    has_permission,
-    required_permission,
-    search_restriction,
-    search_scope,
+    may_search_type,
+    may_write_type,
+    search_plan,
 )
+from egide.access.relationships import Windows
+from egide.access.rules import Obligation
 from egide.core.clock import Clock
 from egide.core.errors import (
     BadRequest,
@@ -66,13 +67,25 @@ from egide.fhir.search import (
 )
 from egide.fhir.validation import validate_resource
 from egide.ledger.service import Act, Action, Outcome, append
-from egide.records.compartment import DIRECTORY_TYPES, is_patient_data, patient_of
+from egide.records.compartment import is_patient_data, patient_of
+from egide.records.links import security_codes
 from egide.records.models import (
     ResourceHead,
     ResourceVersion,
     SearchDate,
     SearchReference,
     SearchToken,
+)
+from egide.records.visibility import (
+    SECURITY_PARAM,
+    PatientFacts,
+    actors_of,
+    context_for,
+    gather,
+    label_token_of,
+    labels_of,
+    relink,
+    visible_rows,
 )
 
 ORG_KEY_OWNER = "_org"  # the data key for resources outside every patient compartment
@@ -90,6 +103,8 @@ class RecordServices:
     index: BlindIndex
     clock: Clock
     random: RandomSource = field(default_factory=SystemRandom)
+    # How long care links hold around their period (settings: care_grace_days...).
+    windows: Windows = field(default_factory=Windows)
 
 
 @dataclass(frozen=True)
@@ -176,15 +191,21 @@ class Repository:
         self.pending_ids: set[tuple[str, str]] = set()
         self._new_heads: dict[tuple[str, str], ResourceHead] = {}
         self.acts: list[Act] = []  # what this repository appended to the ledger, in order
-        self._last_reasons: tuple[str, ...] = ()
+        self._last_decision: Decision | None = None
+        self._actors: frozenset[str] | None = None
 
     # -- policy and audit -------------------------------------------------------------------
 
-    def _audit(self, act: Act) -> None:
-        if not act.reasons and self._last_reasons:
+    def _audit(self, act: Act, decision: Decision | None = None) -> None:
+        decision = decision or self._last_decision
+        if not act.reasons and decision is not None:
             # The reasons of the decision that allowed the act go into its ledger entry, so
-            # the patient's access report can say why (issue 5 deepens them: care links).
-            act = dataclasses.replace(act, reasons=self._last_reasons)
+            # the patient's access report can say why (the care link, or break-the-glass).
+            act = dataclasses.replace(act, reasons=decision.reasons)
+        if decision is not None and Obligation.BREAK_GLASS in decision.obligations:
+            # An act allowed only by an emergency grant carries its reason as the purpose
+            # (IHE BALP: purposeOfEvent; DICOM 110113 Security Alert in the AuditEvent view).
+            act = dataclasses.replace(act, purpose=act.purpose or decision.purpose)
         append(self.session, principal=self.principal, act=act, clock=self.services.clock)
         self.acts.append(act)
 
@@ -212,8 +233,9 @@ class Repository:
             # be a forged audit record, through a Bundle or otherwise.
             msg = f"{resource_type} resources are served from the audit ledger, read-only"
             raise MethodNotAllowed(msg)
-        target = Target(resource_type, None, is_patient_data(resource_type))
-        if not has_permission(self.principal, required_permission(target, Operation.WRITE)):
+        if not may_write_type(
+            self.principal, resource_type, patient_data=is_patient_data(resource_type)
+        ):
             self._raise_hidden(
                 action,
                 resource_type,
@@ -223,6 +245,43 @@ class Repository:
                 error=Forbidden,
             )
 
+    def actors(self) -> frozenset[str]:
+        """Who the principal is in the data (their practitioner, department...), once per
+        repository: a unit of work sees one consistent answer."""
+        if self._actors is None:
+            self._actors = actors_of(self.session, self.principal, self.services.clock.now())
+        return self._actors
+
+    def _facts(self, patients: Sequence[str | None]) -> dict[str, PatientFacts]:
+        # Links written earlier in this unit of work (a Bundle's Encounter) count too.
+        self.session.flush()
+        return gather(
+            self.session,
+            self.principal,
+            actors=self.actors(),
+            patients=[p for p in patients if p is not None],
+            now=self.services.clock.now(),
+            windows=self.services.windows,
+        )
+
+    def _decide(
+        self,
+        operation: Operation,
+        resource_type: str,
+        patient_id: str | None,
+        *,
+        labels: set[bytes],
+        facts: PatientFacts | None,
+    ) -> Decision:
+        context, restricted = context_for(facts, labels)
+        target = Target(
+            resource_type,
+            patient_id,
+            is_patient_data(resource_type, patient_id),
+            restricted=restricted,
+        )
+        return decide(self.principal, operation, target, context)
+
     def _check(
         self,
         operation: Operation,
@@ -231,10 +290,22 @@ class Repository:
         *,
         action: Action,
         resource_id: str | None = None,
+        labels: set[bytes] | None = None,
     ) -> Decision:
-        """Decide; on denial raise a 404 whose ledger entry survives the rollback."""
-        target = Target(resource_type, patient_id, is_patient_data(resource_type, patient_id))
-        decision = decide(self.principal, operation, target)
+        """Decide; on denial raise a 404 whose ledger entry survives the rollback.
+
+        `labels`: the security-label tokens of the resource; read from the index for a stored
+        resource when not given (the labels of a body being written are given)."""
+        if labels is None:
+            labels = (
+                labels_of(self.session, [(resource_type, resource_id)])[
+                    (resource_type, resource_id)
+                ]
+                if resource_id is not None
+                else set()
+            )
+        facts = self._facts([patient_id]).get(patient_id) if patient_id else None
+        decision = self._decide(operation, resource_type, patient_id, labels=labels, facts=facts)
         if not decision.allowed:
             hidden = resource_id is not None or operation is Operation.READ
             self._raise_hidden(
@@ -245,8 +316,22 @@ class Repository:
                 decision.reasons,
                 error=None if hidden else Forbidden,
             )
-        self._last_reasons = decision.reasons
+        self._last_decision = decision
         return decision
+
+    def _may_search(self, resource_type: str) -> None:
+        """Refuse a search or type history the role may not make on this type at all (403:
+        it depends only on the role, the token's scopes and the type)."""
+        decision = may_search_type(
+            self.principal, resource_type, patient_data=is_patient_data(resource_type)
+        )
+        if not decision.allowed:
+            self._raise_hidden(
+                Action.SEARCH, resource_type, None, None, decision.reasons, error=Forbidden
+            )
+
+    def _label_tokens(self, resource: dict[str, Any]) -> set[bytes]:
+        return {label_token_of(self.services.index, c) for c in security_codes(resource)}
 
     def _raise_hidden(
         self,
@@ -376,6 +461,7 @@ class Repository:
         resource_id: str,
         resource: dict[str, Any] | None,
         *,
+        patient_id: str | None,
         fresh: bool = False,
     ) -> None:
         for model in () if fresh else (SearchToken, SearchReference, SearchDate):
@@ -384,11 +470,28 @@ class Repository:
                     model.resource_type == resource_type, model.resource_id == resource_id
                 )
             )
+        # Who treats whom, guardianship and consent follow the resource at once (issue 5).
+        relink(
+            self.session,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            patient_id=patient_id,
+            resource=resource,
+            now=self.services.clock.now(),
+            index=self.services.index,
+        )
         if resource is None:
             return
         rows: list[Any] = []
         for value in extract_index_values(resource):
             rows.extend(self._index_rows(resource_type, resource_id, value))
+        # Security labels (meta.security) as blind tokens: the consent filter matches them
+        # without the label codes ever being stored in clear.
+        key = {"resource_type": resource_type, "resource_id": resource_id}
+        rows.extend(
+            SearchToken(**key, param=SECURITY_PARAM, value=token)
+            for token in sorted(self._label_tokens(resource))
+        )
         self.session.add_all(rows)
 
     def _index_rows(self, resource_type: str, resource_id: str, value: IndexValue) -> list[Any]:
@@ -437,7 +540,15 @@ class Repository:
         resource = self._validated(resource, resource_type)
         new = resource_id or new_id(self.services.random)
         patient_id = self._patient_of(resource, new)
-        self._check(Operation.WRITE, resource_type, patient_id, action=Action.CREATE)
+        decision = self._check(
+            Operation.WRITE,
+            resource_type,
+            patient_id,
+            action=Action.CREATE,
+            labels=self._label_tokens(resource),
+        )
+        if Obligation.MASK_CLINICAL in decision.obligations:
+            resource = carry_masked(resource, None)
         # A server-made id is a fresh UUID4; only a client-chosen one can collide.
         if resource_id is not None and self._head(resource_type, new) is not None:
             msg = f"{resource_type}/{new} already exists"
@@ -462,7 +573,7 @@ class Repository:
         )
         self.session.add(head)
         self._new_heads[(resource_type, new)] = head
-        self._reindex(resource_type, new, stored, fresh=True)
+        self._reindex(resource_type, new, stored, patient_id=patient_id, fresh=True)
         self._audit(
             Act(Action.CREATE, patient=patient_id, resource_type=resource_type, resource_id=new)
         )
@@ -525,9 +636,10 @@ class Repository:
         if row is None:
             msg = f"{head.resource_type}/{head.id} has no version {version}"
             raise NotFound(msg)
+        decision = self._last_decision
         if row.patient_id != head.patient_id:
             # An older version belonged to another patient's compartment: decide on it too.
-            self._check(
+            decision = self._check(
                 Operation.READ,
                 row.resource_type,
                 row.patient_id,
@@ -537,7 +649,7 @@ class Repository:
         if row.body is None:
             msg = f"{head.resource_type}/{head.id} version {version} is a deletion"
             raise Gone(msg)
-        resource = self._open(row)
+        resource = self._shown(self._open(row), decision)
         self._audit(
             Act(
                 Action.READ,
@@ -547,6 +659,13 @@ class Repository:
             )
         )
         return Stored(resource, row.resource_type, row.id, row.version, row.last_updated)
+
+    @staticmethod
+    def _shown(resource: dict[str, Any], decision: Decision | None) -> dict[str, Any]:
+        """The resource as the decision lets the caller see it (masked for a secretary)."""
+        if decision is not None and Obligation.MASK_CLINICAL in decision.obligations:
+            return mask(resource)
+        return resource
 
     def update(
         self,
@@ -577,7 +696,7 @@ class Repository:
                     outcome=Outcome.ERROR,
                 )
             return self.create(resource, resource_id=resource_id)
-        self._check(
+        decision = self._check(
             Operation.WRITE,
             resource_type,
             head.patient_id,
@@ -588,15 +707,22 @@ class Repository:
             msg = f"version conflict: the current version is {head.version}, not {expected}"
             raise PreconditionFailed(msg)
         patient_id = self._patient_of(resource, resource_id)
-        if patient_id != head.patient_id:
-            # Moving a resource to another patient needs the right to write there as well.
-            self._check(
+        new_labels = self._label_tokens(resource)
+        if patient_id != head.patient_id or new_labels:
+            # Moving a resource to another patient, or labelling it, needs the right to write
+            # it there and so labelled as well.
+            decision = self._check(
                 Operation.WRITE,
                 resource_type,
                 patient_id,
                 action=Action.UPDATE,
                 resource_id=resource_id,
+                labels=new_labels,
             )
+        if Obligation.MASK_CLINICAL in decision.obligations:
+            previous = self.session.get(ResourceVersion, (resource_type, resource_id, head.version))
+            old_body = self._open(previous) if previous is not None and previous.body else None
+            resource = carry_masked(resource, old_body)
         now = self.services.clock.now()
         version = head.version + 1
         stored = self._write_version(
@@ -614,7 +740,7 @@ class Repository:
             now,
             False,
         )
-        self._reindex(resource_type, resource_id, stored)
+        self._reindex(resource_type, resource_id, stored, patient_id=patient_id)
         self._audit(
             Act(
                 Action.UPDATE,
@@ -649,7 +775,7 @@ class Repository:
                 body=None,
             )
         )
-        self._reindex(resource_type, resource_id, None)
+        self._reindex(resource_type, resource_id, None, patient_id=head.patient_id)
         self._audit(
             Act(
                 Action.DELETE,
@@ -683,10 +809,9 @@ class Repository:
             stmt = stmt.where(ResourceVersion.id == resource_id)
         if since is not None:
             stmt = stmt.where(ResourceVersion.last_updated >= since)
-        stmt = stmt.where(self._visible(ResourceVersion))
-        restriction = search_restriction(self.principal)
         if resource_type is not None and resource_id is None:
-            self._check(Operation.SEARCH, resource_type, restriction, action=Action.SEARCH)
+            self._may_search(resource_type)
+        stmt = stmt.where(self._visible(ResourceVersion, Operation.READ))
         total = self.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
         rows = self.session.scalars(
             stmt.order_by(ResourceVersion.last_updated.desc(), ResourceVersion.version.desc())
@@ -695,16 +820,25 @@ class Repository:
         ).all()
         items: list[HistoryItem] = []
         touched: Counter[str | None] = Counter()
-        for row in rows:
-            self._assert_readable(row.resource_type, row.patient_id)
-            body = self._open(row) if row.body is not None else None
+        decisions = self._decide_rows(
+            Operation.READ, [(r.resource_type, r.id, r.patient_id) for r in rows]
+        )
+        for row, decision in zip(rows, decisions, strict=True):
+            body = self._shown(self._open(row), decision) if row.body is not None else None
             items.append(
                 HistoryItem(
                     body, row.resource_type, row.id, row.version, row.last_updated, row.method
                 )
             )
             touched[row.patient_id] += 1
-        self._audit_many(Action.READ, resource_type, resource_id, touched)
+        self._audit_many(
+            Action.READ,
+            resource_type,
+            resource_id,
+            touched,
+            decisions=decisions,
+            patients=[r.patient_id for r in rows],
+        )
         return items, total
 
     def _audit_many(
@@ -713,9 +847,13 @@ class Repository:
         resource_type: str | None,
         resource_id: str | None,
         touched: Counter[str | None],
+        *,
+        decisions: Sequence[Decision] = (),
+        patients: Sequence[str | None] = (),
     ) -> None:
         # One entry per patient whose data was returned, so every patient's access report
-        # shows the searches that returned their records.
+        # shows the searches that returned their records, with that patient's decision.
+        by_patient = dict(zip(patients, decisions, strict=True))
         if not touched:
             self._audit(
                 Act(
@@ -734,7 +872,8 @@ class Repository:
                     resource_type=resource_type,
                     resource_id=resource_id,
                     count=n,
-                )
+                ),
+                by_patient.get(patient_id),
             )
 
     # -- search -----------------------------------------------------------------------------
@@ -748,14 +887,8 @@ class Repository:
             raise BadRequest(msg)
         # A search inside a transaction Bundle must see the Bundle's own earlier writes.
         self.session.flush()
-        restriction = search_restriction(self.principal)
-        self._check(
-            Operation.SEARCH,
-            resource_type,
-            restriction if is_patient_data(resource_type) else None,
-            action=Action.SEARCH,
-        )
-        stmt = self._search_statement(query, restriction)
+        self._may_search(resource_type)
+        stmt = self._search_statement(query)
         total = self.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
         heads = self.session.scalars(
             stmt.order_by(*self._ordering(query)).offset(query.offset).limit(query.count)
@@ -763,47 +896,69 @@ class Repository:
         versions = self._versions_of(heads)
         results: list[Stored] = []
         touched: Counter[str | None] = Counter()
-        for head in heads:
-            self._assert_readable(head.resource_type, head.patient_id)
+        decisions = self._decide_rows(
+            Operation.SEARCH, [(h.resource_type, h.id, h.patient_id) for h in heads]
+        )
+        for head, decision in zip(heads, decisions, strict=True):
             row = versions[(head.resource_type, head.id, head.version)]
             results.append(
                 Stored(
-                    self._open(row), head.resource_type, head.id, head.version, head.last_updated
+                    self._shown(self._open(row), decision),
+                    head.resource_type,
+                    head.id,
+                    head.version,
+                    head.last_updated,
                 )
             )
             touched[head.patient_id] += 1
-        self._audit_many(Action.SEARCH, resource_type, None, touched)
+        self._audit_many(
+            Action.SEARCH,
+            resource_type,
+            None,
+            touched,
+            decisions=decisions,
+            patients=[h.patient_id for h in heads],
+        )
         return results, total
 
-    def _assert_readable(self, resource_type: str, patient_id: str | None) -> None:
-        """Defence in depth behind the SQL filter: every returned row is decided on; a row the
-        filter let through and the policy refuses fails the request (fail closed)."""
-        target = Target(resource_type, patient_id, is_patient_data(resource_type, patient_id))
-        if not decide(self.principal, Operation.READ, target).allowed:
-            msg = "a search result failed its access check; nothing is returned"
-            raise EgideError(msg)
+    def _decide_rows(
+        self, operation: Operation, rows: Sequence[tuple[str, str, str | None]]
+    ) -> list[Decision]:
+        """Defence in depth behind the SQL filter: every returned row is decided on, with its
+        facts gathered in a few queries; a row the filter let through and the policy refuses
+        fails the request (fail closed) rather than being dropped from a counted page."""
+        facts = self._facts([p for _t, _i, p in rows])
+        labels = labels_of(self.session, [(t, i) for t, i, _p in rows])
+        decisions: list[Decision] = []
+        for resource_type, resource_id, patient_id in rows:
+            decision = self._decide(
+                operation,
+                resource_type,
+                patient_id,
+                labels=labels[(resource_type, resource_id)],
+                facts=facts.get(patient_id) if patient_id else None,
+            )
+            if not decision.allowed:
+                msg = "a search result failed its access check; nothing is returned"
+                raise EgideError(msg)
+            decisions.append(decision)
+        return decisions
 
-    def _visible(self, model: type[ResourceHead] | type[ResourceVersion]) -> Any:
-        """The policy's search scope as a SQL condition on `model`'s rows, so that results,
-        totals and paging only ever count what the caller may see (no side doors)."""
-        scope = search_scope(self.principal)
-        directory_row = and_(model.patient_id.is_(None), model.resource_type.in_(DIRECTORY_TYPES))
-        patient_row = ~directory_row
-        if scope.only_patient is not None:
-            patient_row = model.patient_id == scope.only_patient
+    def _visible(
+        self, model: type[ResourceHead] | type[ResourceVersion], operation: Operation
+    ) -> Any:
+        """The policy as a SQL condition on `model`'s rows, so that results, totals and paging
+        only ever count what the caller may see (no side doors)."""
         # Rows of a crypto-shredded patient no longer exist for anyone (GDPR art. 17).
         erased = select(DataKey.owner).where(DataKey.shredded_at.is_not(None))
-        patient_row = and_(
-            patient_row, or_(model.patient_id.is_(None), model.patient_id.not_in(erased))
+        return visible_rows(
+            model,
+            search_plan(self.principal, operation),
+            actors=self.actors(),
+            now=self.services.clock.now(),
+            windows=self.services.windows,
+            erased=erased,
         )
-        allowed: list[Any] = []
-        if scope.directory:
-            allowed.append(directory_row)
-        if scope.clinical:
-            allowed.append(patient_row)
-        elif scope.demographics:
-            allowed.append(and_(patient_row, model.resource_type.in_(DEMOGRAPHIC_TYPES)))
-        return or_(*allowed) if allowed else false()
 
     def _versions_of(
         self, heads: Sequence[ResourceHead]
@@ -851,15 +1006,12 @@ class Repository:
         keys.extend([ResourceHead.last_updated.desc(), ResourceHead.id])
         return keys
 
-    def _search_statement(
-        self, query: SearchQuery, restriction: str | None
-    ) -> Select[ResourceHead]:
+    def _search_statement(self, query: SearchQuery) -> Select[ResourceHead]:
         rt = query.resource_type
         stmt = select(ResourceHead).where(
             ResourceHead.resource_type == rt, ResourceHead.deleted.is_(False)
         )
-        del restriction  # part of the scope applied by _visible
-        stmt = stmt.where(self._visible(ResourceHead))
+        stmt = stmt.where(self._visible(ResourceHead, Operation.SEARCH))
         if query.ids:
             stmt = stmt.where(ResourceHead.id.in_(query.ids))
         for value in query.last_updated:
