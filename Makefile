@@ -29,7 +29,7 @@ WITH_PG = url="$${EGIDE_TEST_POSTGRES_URL:-}"; \
 	if [ -z "$$url" ]; then $(PG) start; url="$$($(PG) url)"; fi; \
 	export EGIDE_TEST_POSTGRES_URL="$$url"
 
-.PHONY: help venv demo test lint check-api bench lock pg-start pg-stop clean
+.PHONY: help venv demo test lint check-api bench docs lock pg-start pg-stop clean
 
 help: ## list the targets (the default goal)
 	@echo "Égide development targets:"
@@ -86,6 +86,9 @@ bench: venv ## run every bench/*.py in name order (PostgreSQL test cluster up)
 	if [ $${#files[@]} -eq 0 ]; then echo "==> no benchmarks in bench/"; exit 0; fi; \
 	$(WITH_PG); \
 	for f in "$${files[@]}"; do echo "==> $$f"; $(BIN)/python "$$f"; done
+
+docs: venv ## regenerate the generated parts of docs/ (the access matrix in docs/access.md)
+	@$(BIN)/python scripts/gen-access-doc.py
 
 lock: ## regenerate requirements/*.lock from pyproject.toml (PIP_COMPILE_ARGS=--upgrade)
 	@if [ ! -x $(BIN)/pip-compile ]; then \

@@ -14,6 +14,7 @@ from egide.api.context import ApiContext
 from egide.cli.main import build
 from egide.cli.runtime import Services, background_pass, open_services, open_witness, witness_pusher
 from egide.core.settings import load_settings
+from egide.web import access_views as web_access
 from egide.web import oauth as web_oauth
 from egide.web import passkey_views as web_passkeys
 from egide.web import views as web_views
@@ -53,6 +54,7 @@ def api_for(services: Services) -> FastAPI:
     web_passkeys.install(app)
     # SMART App Launch 2: the authorization endpoint is a page (sign-in and consent).
     web_oauth.install(app)
+    web_access.install(app)  # the break-the-glass page (issue 5)
     return app
 
 

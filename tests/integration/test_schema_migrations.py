@@ -7,6 +7,7 @@ from alembic.runtime.migration import MigrationContext
 
 import egide.crypto.models
 import egide.identity.models
+import egide.incidents.models
 import egide.ledger.models
 import egide.records.models
 from egide.db.base import Base
@@ -17,6 +18,7 @@ from tests.helpers import Database
 MODEL_MODULES = (
     egide.crypto.models,
     egide.identity.models,
+    egide.incidents.models,
     egide.ledger.models,
     egide.records.models,
 )

@@ -14,8 +14,12 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+# Free-form places any resource can carry clinical content in: the narrative, contained
+# resources (a contained Condition) and extensions. Masked on every masked type.
+_ANYWHERE = ("contained", "extension", "modifierExtension", "text")
 MASKED_ELEMENTS: Mapping[str, tuple[str, ...]] = {
     "Appointment": (
+        *_ANYWHERE,
         "comment",
         "description",
         "patientInstruction",
@@ -23,9 +27,9 @@ MASKED_ELEMENTS: Mapping[str, tuple[str, ...]] = {
         "reasonReference",
         "supportingInformation",
     ),
-    "CareTeam": ("note", "reasonCode", "reasonReference"),
-    "Encounter": ("diagnosis", "reasonCode", "reasonReference"),
-    "EpisodeOfCare": ("diagnosis",),
+    "CareTeam": (*_ANYWHERE, "note", "reasonCode", "reasonReference"),
+    "Encounter": (*_ANYWHERE, "diagnosis", "reasonCode", "reasonReference"),
+    "EpisodeOfCare": (*_ANYWHERE, "diagnosis"),
 }
 REDACTED = {
     "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
@@ -54,11 +58,24 @@ def carry_masked(new: dict[str, Any], old: dict[str, Any] | None) -> dict[str, A
     out = {k: v for k, v in new.items() if k not in elements}
     if old is not None:
         out.update({e: old[e] for e in elements if e in old})
-    meta = out.get("meta")
-    if isinstance(meta, dict) and isinstance(meta.get("security"), list):
-        # The REDACTED label describes a masked copy, never the stored resource.
-        kept = [
-            x for x in meta["security"] if not (isinstance(x, dict) and x.get("code") == "REDACTED")
-        ]
-        out["meta"] = {**meta, "security": kept}
+    # Security labels: the stored ones stay (a masked writer must not drop a sensitivity label
+    # a consent relies on), new ones may be added; REDACTED describes a masked copy only.
+    labels: list[Any] = []
+    for source in (old or {}, new):
+        meta = source.get("meta")
+        if isinstance(meta, dict) and isinstance(meta.get("security"), list):
+            labels.extend(
+                x
+                for x in meta["security"]
+                if isinstance(x, dict) and x.get("code") != "REDACTED" and x not in labels
+            )
+    meta = dict(out.get("meta") or {}) if isinstance(out.get("meta"), dict | None) else {}
+    if labels:
+        meta["security"] = labels
+    else:
+        meta.pop("security", None)
+    if meta:
+        out["meta"] = meta
+    else:
+        out.pop("meta", None)
     return out

@@ -16,7 +16,7 @@ from egide.access.rules import (
     may_ever,
     rules_for,
 )
-from egide.access.scopes import scope_allows_any
+from egide.access.scopes import parse_scope, scope_allows_any
 from egide.core.principal import Decision, Principal
 
 __all__ = [
@@ -175,6 +175,7 @@ def decide(
     exempt = role in CONSENT_EXEMPT or own is not None
     if context.consent_denials and not exempt:
         return Decision.deny(*context.consent_denials)
+    emergency_only: CareFact | None = None
     if target.restricted and not exempt:
         treating = [f for f in facts if f.relationship in TREATING_TEAM]
         emergency = [f for f in facts if f.relationship is Relationship.BREAK_GLASS]
@@ -183,6 +184,10 @@ def decide(
                 "this record carries a sensitive label that the patient's consent restricts "
                 "to their treating team"
             )
+        if not treating:
+            # Only the emergency grant gets past the restriction: whatever rule then allows
+            # (a department link, a rule for every patient), the act relies on the grant.
+            emergency_only = emergency[0]
     best: Decision | None = None
     for rule in rules:
         granted = f"role {role} may {operation} {target.resource_type}"
@@ -211,6 +216,17 @@ def decide(
             )
         if best is None or len(candidate.obligations) < len(best.obligations):
             best = candidate
+    if (
+        best is not None
+        and emergency_only is not None
+        and Obligation.BREAK_GLASS not in best.obligations
+    ):
+        best = Decision(
+            allowed=True,
+            reasons=(*best.reasons, emergency_only.reason),
+            obligations=(*best.obligations, Obligation.BREAK_GLASS),
+            purpose=emergency_only.reason,
+        )
     if best is not None:
         return best
     if role is Role.PATIENT:
@@ -231,6 +247,8 @@ class SearchPlan:
     rules: tuple[Rule, ...]  # the rules that allow reading patient data
     consent_applies: bool  # the patient's consent binds this role
     own_patient: str | None  # the patient a patient principal is (Relationship.OWN)
+    # The resource types the token's SMART scopes allow for this operation; None: no limit.
+    scope_types: frozenset[str] | None = None
 
 
 def search_plan(principal: Principal, operation: Operation = Operation.SEARCH) -> SearchPlan:
@@ -245,7 +263,24 @@ def search_plan(principal: Principal, operation: Operation = Operation.SEARCH) -
         rules=rules,
         consent_applies=role not in CONSENT_EXEMPT,
         own_patient=own,
+        scope_types=_scope_types(principal, operation),
     )
+
+
+def _scope_types(principal: Principal, operation: Operation) -> frozenset[str] | None:
+    """The types `decide` lets through the token's scopes for `operation` (None: any)."""
+    if principal.scopes is None:
+        return None
+    letters = _SCOPE_LETTERS[operation]
+    types: set[str] = set()
+    for text in principal.scopes:
+        parsed = parse_scope(text)
+        if parsed is None or not parsed.interactions & set(letters):
+            continue
+        if parsed.resource_type == "*":
+            return None
+        types.add(parsed.resource_type)
+    return frozenset(types)
 
 
 def type_sets(plan: SearchPlan) -> tuple[TypeSet, ...]:

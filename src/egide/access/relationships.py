@@ -114,9 +114,11 @@ class CareFact:
 
 
 def is_active(link: Link, now: dt.datetime, windows: Windows) -> bool:
-    if link.valid_from is not None and link.valid_from - windows.lead(link.kind) > now:
+    # The windows move `now`, not the link's bounds: an open-ended end such as 9999-12-31
+    # plus the grace would overflow (and this is the SQL filter's form in records.visibility).
+    if link.valid_from is not None and link.valid_from > now + windows.lead(link.kind):
         return False
-    return link.valid_to is None or link.valid_to + windows.grace(link.kind) >= now
+    return link.valid_to is None or link.valid_to >= now - windows.grace(link.kind)
 
 
 def relationship_of(role: Role, link: Link, actors: frozenset[str]) -> Relationship | None:

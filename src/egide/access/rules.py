@@ -86,6 +86,10 @@ PHARMACY = frozenset(
     }
 )
 ALL = TypeSet()
+# A consent that restricts "everything" (a deny with no actor and no label) keeps the clinical
+# record to the treating team; who the patient is, their appointments and their consents stay
+# reachable by the desks and the DPO who must act on them.
+RESTRICT_ALL_EXEMPT = DEMOGRAPHIC | SCHEDULING | CONSENT
 
 READ_OPS = frozenset({Operation.READ, Operation.SEARCH})
 ALL_OPS = frozenset(Operation)
@@ -103,7 +107,9 @@ class Rule:
 
 
 def _clinician(*, orders: bool) -> tuple[Rule, ...]:
-    writes = ALL if orders else TypeSet(exclude=ORDERS)
+    # A patient's consent is theirs (or their guardian's, or recorded by the DPO): a clinician
+    # who could withdraw it could lift a refusal that names them.
+    writes = TypeSet(exclude=CONSENT if orders else CONSENT | ORDERS)
     return (
         # Finding a patient (the admission list, a name search) needs no relationship; the
         # look-up is audited and watched by detection. Their record does.

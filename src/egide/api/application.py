@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from egide.api import audit, fhir, ledger, oauth, report, witness
+from egide.api import access, audit, fhir, ledger, oauth, report, witness
 from egide.api.context import ApiContext
 from egide.api.responses import (
     egide_error_handler,
@@ -90,6 +90,7 @@ def create_api(ctx: ApiContext) -> FastAPI:
         """Liveness for load balancers; says nothing about data."""
         return JSONResponse({"status": "ok", "version": ctx.version})
 
+    access.install(app)  # break-the-glass, alerts, investigations (issue 5)
     audit.install(app)
     oauth.install(app)  # before fhir: /fhir/.well-known/... is not a resource read
     fhir.install(app)

@@ -38,14 +38,14 @@ from egide.core.errors import (
 from egide.core.principal import Principal
 from egide.fhir.bundle import HistoryInfo, history_bundle, searchset
 from egide.fhir.capability import capability_statement
-from egide.fhir.outcome import informational
-from egide.fhir.search import parse_search_query
+from egide.fhir.outcome import informational, operation_outcome
+from egide.fhir.search import SearchQuery, parse_everything_query, parse_search_query
 from egide.fhir.validation import parse_json, resource_types
 from egide.identity.oauth import authenticate_access_token, looks_like_access_token
 from egide.identity.tokens import authenticate
 from egide.ledger.service import Act, Action, Outcome, append
 from egide.records.bundles import process_bundle
-from egide.records.repository import Repository, Stored, repository_for
+from egide.records.repository import MAX_INCLUDED, Repository, Stored, repository_for
 from egide.records.unit_of_work import run_in_transaction
 
 T = TypeVar("T")
@@ -452,7 +452,7 @@ async def _search(
         default_count=settings.default_page_size,
         max_count=settings.max_page_size,
     )
-    found, total = await _run(request, principal, lambda repo: repo.search(query))
+    found, included, total = await _run(request, principal, lambda repo: search_page(repo, query))
     base = base_url(request)
     links = page_links(
         base,
@@ -463,8 +463,24 @@ async def _search(
         offset=query.offset,
     )
     return fhir_response(
-        searchset([s.resource for s in found], total=total, links=links, base_url=base)
+        searchset(
+            [s.resource for s in found], total=total, links=links, base_url=base, included=included
+        )
     )
+
+
+def search_page(
+    repo: Repository, query: SearchQuery
+) -> tuple[list[Stored], list[dict[str, Any]], int]:
+    """A page of matches, what its `_include`/`_revinclude` add (same policy, same
+    transaction), and the total of matches; a warning entry when the includes were cut."""
+    found, total = repo.search(query)
+    extra, truncated = repo.included(query, found)
+    included = [s.resource for s in extra]
+    if truncated:
+        message = f"only the first {MAX_INCLUDED} included resources are returned"
+        included.append(operation_outcome([Issue(message, code="too-costly", severity="warning")]))
+    return found, included, total
 
 
 @router.post("/{resource_type}")
@@ -500,6 +516,35 @@ async def type_history(
 ) -> Response:
     _check_type(resource_type)
     return await _history(request, principal, resource_type, None)
+
+
+@router.get("/Patient/{resource_id}/$everything")
+async def patient_everything(
+    resource_id: str, request: Request, principal: Principal = Depends(principal_of)
+) -> Response:
+    """Patient `$everything` (FHIR R4 operation-patient-everything.html): a searchset of the
+    patient's compartment that the caller may read, paged by `_count`/`_offset`, filtered by
+    `_type` and `_since`; a patient the caller may not read answers 404."""
+    _check_id(resource_id)
+    settings = _ctx(request).settings
+    query = parse_everything_query(
+        list(request.query_params.multi_items()),
+        default_count=settings.default_page_size,
+        max_count=settings.max_page_size,
+    )
+    found, total = await _run(request, principal, lambda repo: repo.everything(resource_id, query))
+    base = base_url(request)
+    links = page_links(
+        base,
+        f"Patient/{resource_id}/$everything",
+        request.query_params.multi_items(),
+        total=total,
+        count=query.count,
+        offset=query.offset,
+    )
+    return fhir_response(
+        searchset([s.resource for s in found], total=total, links=links, base_url=base)
+    )
 
 
 @router.get("/{resource_type}/{resource_id}")

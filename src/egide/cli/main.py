@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import typer
@@ -20,10 +20,13 @@ from sqlalchemy.orm import Session
 from egide import __version__
 from egide.cli import archive as _archive  # noqa: F401 - registers `egide ledger archive`
 from egide.cli import report as _report  # noqa: F401 - registers `egide ledger report`
+from egide.cli.access import access_app
 from egide.cli.clients import client_app
 from egide.cli.console import cli_errors, err, fail, out, progress
+from egide.cli.detect import detect_app
 from egide.cli.ledger import ledger_app
 from egide.cli.runtime import OPERATOR, Services, initialise, is_initialised, open_services
+from egide.cli.simulate import simulate_command
 from egide.cli.users import user_app
 from egide.core.settings import Settings, load_settings
 from egide.db.engine import transaction
@@ -66,6 +69,9 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(user_app, name="user")
 app.add_typer(client_app, name="client")
+app.add_typer(access_app, name="access")
+app.add_typer(detect_app, name="detect")
+app.command(name="simulate")(simulate_command)
 
 
 @app.command()
@@ -114,6 +120,9 @@ def token_create(
     role: str = typer.Option(..., help="service, admin, physician, nurse, patient, ..."),
     name: str = typer.Option(..., help="who or what holds the token"),
     patient: str | None = typer.Option(None, help="patient id, for a patient token"),
+    practitioner: str | None = typer.Option(
+        None, help="Practitioner id, for a clinician's token (their care links give access)"
+    ),
     days: int | None = typer.Option(None, min=1, help="expire after this many days"),
 ) -> None:
     """Print a new API bearer token (and nothing else on stdout)."""
@@ -123,7 +132,13 @@ def token_create(
         expires = clock.now() + dt.timedelta(days=days) if days else None
         with transaction(services.session_factory) as session:
             issued = create_token(
-                session, role=role, name=name, clock=clock, patient_id=patient, expires_at=expires
+                session,
+                role=role,
+                name=name,
+                clock=clock,
+                patient_id=patient,
+                practitioner_id=practitioner,
+                expires_at=expires,
             )
             audit_operator(
                 session,
@@ -215,7 +230,7 @@ def demo(
             services,
             Act(Action.TOKEN_CREATE, count=2, reasons=("demo tokens",)),
         )
-    staff_login = _demo_staff_account(services)
+    staff_login = _demo_staff_account(services, summary.physicians)
     base = f"http://{host}:{port}"
     out.print(f"""
 [bold]Égide demo clinic[/bold] — {summary.describe()}
@@ -245,8 +260,30 @@ curl -H "Authorization: Bearer {patient_token}" "{base}/fhir/Observation"
 DEMO_STAFF_EMAIL = "dr.demo@clinic.example"
 
 
-def _demo_staff_account(services: Services) -> str:
-    """A physician account for the demo with a fresh random password, printed once."""
+def busiest_practitioner(session: Session, candidates: Sequence[str]) -> str | None:
+    """The practitioner among `candidates` named on the most care links."""
+    from sqlalchemy import func, select  # noqa: PLC0415 - demo only
+
+    from egide.records.models import AccessLink  # noqa: PLC0415 - demo only
+
+    if not candidates:
+        return None
+    actors = [f"Practitioner/{c}" for c in candidates]
+    row = session.execute(
+        select(AccessLink.actor, func.count())
+        .where(AccessLink.actor.in_(actors))
+        .group_by(AccessLink.actor)
+        .order_by(func.count().desc(), AccessLink.actor)
+        .limit(1)
+    ).first()
+    return row[0].removeprefix("Practitioner/") if row else candidates[0]
+
+
+def _demo_staff_account(services: Services, physicians: Sequence[str]) -> str:
+    """A physician account for the demo with a fresh random password, printed once.
+
+    It is one of the seeded physicians (the one with the most care links), so signing in shows
+    access following care: their patients' records open, the others' answer 404."""
     from egide.identity.accounts import (  # noqa: PLC0415 - demo only
         accept_invitation,
         create_account,
@@ -257,11 +294,13 @@ def _demo_staff_account(services: Services) -> str:
     with transaction(services.session_factory) as session:
         if find_account(session, email=DEMO_STAFF_EMAIL) is not None:
             return f"    {DEMO_STAFF_EMAIL} (password printed when it was created)"
+        practitioner = busiest_practitioner(session, physicians)
         _account, invitation = create_account(
             session,
             email=DEMO_STAFF_EMAIL,
             name="Dr Camille Demo",
             role="physician",
+            practitioner_id=practitioner,
             clock=clock,
             settings=services.settings,
             envelope=services.records.envelope,

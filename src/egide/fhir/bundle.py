@@ -60,11 +60,13 @@ def searchset(
     total: int | None,
     links: Mapping[str, str],
     base_url: str,
+    included: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """A `searchset` Bundle (search.html#return): one entry per resource, `search.mode` match.
+    """A `searchset` Bundle (search.html#return): one entry per resource, `search.mode` match,
+    then the `included` ones (`_include`, `_revinclude`) with `search.mode` include.
 
     An OperationOutcome among the entries is given `search.mode` outcome and no fullUrl.
-    `total` is omitted when None (e.g. `_total=none`).
+    `total` is omitted when None (e.g. `_total=none`); it counts matches only.
     """
     base = _base(base_url)
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
@@ -73,17 +75,18 @@ def searchset(
     if links:
         bundle["link"] = _links(links)
     items: list[dict[str, Any]] = []
-    for resource in entries:
-        if resource.get("resourceType") == "OperationOutcome":
-            items.append({"resource": resource, "search": {"mode": "outcome"}})
-            continue
-        items.append(
-            {
-                "fullUrl": f"{base}/{resource['resourceType']}/{resource['id']}",
-                "resource": resource,
-                "search": {"mode": "match"},
-            }
-        )
+    for mode, resources in (("match", entries), ("include", included)):
+        for resource in resources:
+            if resource.get("resourceType") == "OperationOutcome":
+                items.append({"resource": resource, "search": {"mode": "outcome"}})
+                continue
+            items.append(
+                {
+                    "fullUrl": f"{base}/{resource['resourceType']}/{resource['id']}",
+                    "resource": resource,
+                    "search": {"mode": mode},
+                }
+            )
     if items:
         bundle["entry"] = items
     return bundle

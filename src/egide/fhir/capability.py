@@ -4,7 +4,9 @@ Security role: it tells clients exactly what is supported so they do not probe. 
 truths that matter to a security reviewer: every interaction needs a bearer token, CORS is off,
 conditional interactions are not supported (they would let a caller test for the existence of
 records it may not see), and search on patient data is limited to blind-index matching.
-It lists only what `SEARCH_PARAMETERS` declares, so the statement and the parser cannot drift.
+It lists only what `SEARCH_PARAMETERS` declares, so the statement and the parser cannot drift:
+the `_include` and `_revinclude` values are its reference parameters (no `:iterate`, no `*`),
+and the one operation, Patient `$everything`, is declared with what it does and does not take.
 """
 
 from __future__ import annotations
@@ -62,8 +64,43 @@ def _search_params(resource_type: str) -> list[dict[str, str]]:
     return entries
 
 
+def _includes(resource_type: str) -> list[str]:
+    """`_include` values (R4 CapabilityStatement.rest.resource.searchInclude): the type's own
+    reference parameters, with no `:iterate`."""
+    return [
+        f"{resource_type}:{param.name}"
+        for param in SEARCH_PARAMETERS.get(resource_type, {}).values()
+        if param.type == "reference"
+    ]
+
+
+def _revincludes(resource_type: str) -> list[str]:
+    """`_revinclude` values: every reference parameter that may point at this type."""
+    return [
+        f"{source}:{param.name}"
+        for source, params in sorted(SEARCH_PARAMETERS.items())
+        for param in params.values()
+        if param.type == "reference" and (not param.targets or resource_type in param.targets)
+    ]
+
+
+_EVERYTHING = {
+    "name": "everything",
+    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+    "documentation": (
+        "GET Patient/[id]/$everything: a searchset Bundle of the patient's compartment (the "
+        "resources sealed under the patient, and those naming the patient through an indexed "
+        "compartment reference), the Patient first, under the same access policy as a read: "
+        "what the caller may not see is absent and not counted, masked elements stay masked, "
+        "a patient the caller may not read answers 404. Parameters: _type, _since, _count; "
+        "start and end (care dates) are not supported, nor POST. Referenced resources outside "
+        "the compartment are not added."
+    ),
+}
+
+
 def _resource(resource_type: str) -> dict[str, Any]:
-    return {
+    entry: dict[str, Any] = {
         "type": resource_type,
         "interaction": [{"code": code} for code in _INTERACTIONS],
         "versioning": "versioned-update",
@@ -75,6 +112,14 @@ def _resource(resource_type: str) -> dict[str, Any]:
         "conditionalDelete": "not-supported",
         "searchParam": _search_params(resource_type),
     }
+    includes, revincludes = _includes(resource_type), _revincludes(resource_type)
+    if includes:
+        entry["searchInclude"] = includes
+    if revincludes:
+        entry["searchRevInclude"] = revincludes
+    if resource_type == "Patient":
+        entry["operation"] = [dict(_EVERYTHING)]
+    return entry
 
 
 def capability_statement(

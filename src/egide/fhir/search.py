@@ -34,6 +34,8 @@ __all__ = [
     "SEARCH_PARAMETERS",
     "Criterion",
     "DateValue",
+    "EverythingQuery",
+    "Include",
     "IndexValue",
     "ReferenceValue",
     "SearchParam",
@@ -43,6 +45,8 @@ __all__ = [
     "TokenValue",
     "date_range",
     "extract_index_values",
+    "include_targets",
+    "parse_everything_query",
     "parse_search_query",
 ]
 
@@ -87,6 +91,16 @@ def _patient(*paths: str) -> SearchParam:
 def _table(*params: SearchParam) -> Mapping[str, SearchParam]:
     return {p.name: p for p in params}
 
+
+# The R4 target types of Observation.performer and of the `based-on` requests.
+_PERFORMERS = (
+    "CareTeam", "Organization", "Patient", "Practitioner", "PractitionerRole", "RelatedPerson",
+)  # fmt: skip
+_REQUESTERS = ("Organization", "Patient", "Practitioner", "PractitionerRole", "RelatedPerson")
+_REQUESTS = (
+    "CarePlan", "DeviceRequest", "ImmunizationRecommendation", "MedicationRequest",
+    "NutritionOrder", "ServiceRequest",
+)  # fmt: skip
 
 # Paths follow the R4 SearchParameter expressions (searchparameter-registry.html), reduced to
 # plain element paths.
@@ -148,6 +162,20 @@ SEARCH_PARAMETERS: Mapping[str, Mapping[str, SearchParam]] = {
         _token("category", "category"),
         _ref("encounter", "encounter", targets=("Encounter",)),
         _token("identifier", "identifier"),
+        _ref("performer", "performer", targets=_PERFORMERS),
+        _ref("based-on", "basedOn", targets=_REQUESTS),
+    ),
+    "ServiceRequest": _table(
+        _patient("subject"),
+        _ref("subject", "subject"),
+        _token("code", "code"),
+        _token("status", "status"),
+        _token("intent", "intent"),
+        _token("category", "category"),
+        _ref("encounter", "encounter", targets=("Encounter",)),
+        _ref("performer", "performer", targets=(*_PERFORMERS, "Device", "HealthcareService")),
+        _ref("requester", "requester", targets=(*_REQUESTERS, "Device")),
+        _token("identifier", "identifier"),
     ),
     "Condition": _table(
         _patient("subject"),
@@ -191,6 +219,8 @@ SEARCH_PARAMETERS: Mapping[str, Mapping[str, SearchParam]] = {
         _token("status", "status"),
         _token("category", "category"),
         _ref("encounter", "encounter", targets=("Encounter",)),
+        _ref("result", "result", targets=("Observation",)),
+        _ref("based-on", "basedOn", targets=tuple(t for t in _REQUESTS if t != "DeviceRequest")),
     ),
     "DocumentReference": _table(
         _patient("subject"),
@@ -502,6 +532,27 @@ class SortKey:
 
 
 @dataclass(frozen=True)
+class Include:
+    """One `_include` or `_revinclude` (search.html#include): `SourceType:param[:TargetType]`.
+
+    `_include` (reverse False) adds the resources that the page's matches reference through
+    `source_type`'s reference parameter `param`; `_revinclude` (reverse True) adds the
+    `source_type` resources whose `param` references a match. `target_type` None means every
+    type the parameter may reference.
+    """
+
+    source_type: str
+    param: str
+    target_type: str | None
+    reverse: bool
+
+    def __str__(self) -> str:
+        name = "_revinclude" if self.reverse else "_include"
+        target = f":{self.target_type}" if self.target_type else ""
+        return f"{name}={self.source_type}:{self.param}{target}"
+
+
+@dataclass(frozen=True)
 class SearchQuery:
     """A parsed search. `ids` are ORed (from `_id`); `last_updated` comparisons are ANDed."""
 
@@ -513,6 +564,7 @@ class SearchQuery:
     offset: int
     sort: tuple[SortKey, ...] = ()
     total: str | None = None
+    includes: tuple[Include, ...] = ()
 
 
 _DATE_PREFIXES = frozenset({"eq", "ne", "lt", "gt", "le", "ge", "sa", "eb", "ap"})
@@ -521,12 +573,14 @@ _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}")
 _IGNORED = frozenset({"_format", "_pretty"})
 _UNSUPPORTED = frozenset(
     {
-        "_summary", "_elements", "_include", "_revinclude", "_contained", "_containedType",
+        "_summary", "_elements", "_contained", "_containedType",
         "_query", "_filter", "_list", "_has", "_text", "_content", "_security", "_tag",
         "_profile", "_source", "_type",
     }
 )  # fmt: skip
 _MAX_PARAMETERS = 50
+_MAX_INCLUDES = 10  # each include is one more query per page
+_INCLUDES = frozenset({"_include", "_revinclude"})
 _MAX_VALUES = 100
 _MAX_VALUE_LENGTH = 1024
 _MAX_OFFSET = 1_000_000_000
@@ -681,7 +735,8 @@ def parse_search_query(
 
     Repeated parameters AND, comma-separated values OR (search.html#combining). Raises
     BadRequest naming the parameter for unknown or unsupported parameters, chained or reverse
-    chained parameters, unsupported modifiers, malformed values and bad paging values.
+    chained parameters, unsupported modifiers, malformed values and bad paging values, and for
+    an `_include` or `_revinclude` that is not one of the declared reference parameters.
     `_count` is clamped to `max_count`; `_format` and `_pretty` are ignored.
     """
     if resource_type not in resource_types():
@@ -693,10 +748,14 @@ def parse_search_query(
     table = SEARCH_PARAMETERS.get(resource_type, {})
     criteria: list[Criterion] = []
     last_updated: list[DateValue] = []
+    includes: list[Include] = []
     singles: dict[str, str] = {}  # result parameters, each allowed once
     for full_name, raw in params:
         name, colon, modifier_text = full_name.partition(":")
         modifier = modifier_text if colon else None
+        if name in _INCLUDES:
+            _add_include(includes, _parse_include(resource_type, name, modifier, raw))
+            continue
         _check_name(name, modifier, raw)
         if name in _IGNORED:
             continue
@@ -736,6 +795,7 @@ def parse_search_query(
         offset=offset,
         sort=_parse_sort(resource_type, singles["_sort"]) if "_sort" in singles else (),
         total=total,
+        includes=tuple(includes),
     )
 
 
@@ -764,3 +824,161 @@ def _parse_ids(raw: str) -> tuple[str, ...]:
         msg = "parameter '_id': not a valid id"
         raise BadRequest(msg)
     return tuple(values)
+
+
+# --------------------------------------------------------------------------------------------
+# _include and _revinclude (search.html#include)
+# --------------------------------------------------------------------------------------------
+
+
+def _parse_include(resource_type: str, name: str, modifier: str | None, raw: str) -> Include:
+    """`SourceType:param[:TargetType]`, checked against `SEARCH_PARAMETERS`.
+
+    Refused with BadRequest: `:iterate` (and R3's `:recurse`), which would follow references
+    to any depth; the `*` wildcard; a parameter that is not a declared reference parameter; a
+    target type the parameter cannot reference; an `_include` whose source is not the type
+    searched, and a `_revinclude` whose references cannot point at it (both would be no-ops
+    that hide a client's mistake).
+    """
+    if modifier is not None:
+        if modifier in ("iterate", "recurse"):
+            msg = f"{name}:{modifier} is not supported: only the page's own matches are followed"
+        else:
+            msg = f"parameter '{name}': modifier not supported"
+        raise BadRequest(msg)
+    if len(raw) > _MAX_VALUE_LENGTH:
+        msg = f"parameter '{name}': value too long"
+        raise BadRequest(msg)
+    if "*" in raw:
+        msg = f"{name}: the '*' wildcard is not supported; name each reference parameter"
+        raise BadRequest(msg)
+    if "," in raw:
+        msg = f"{name}: one SourceType:param[:TargetType] per parameter; repeat {name}"
+        raise BadRequest(msg)
+    parts = raw.split(":")
+    if len(parts) not in (2, 3) or not all(parts):
+        msg = f"{name}: expected SourceType:param or SourceType:param:TargetType"
+        raise BadRequest(msg)
+    source, param_name = parts[0], parts[1]
+    target = parts[2] if len(parts) == 3 else None
+    types = resource_types()
+    if source not in types:
+        msg = f"{name}: unknown source type{_shown(source)}"
+        raise BadRequest(msg)
+    param = SEARCH_PARAMETERS.get(source, {}).get(param_name)
+    if param is None or param.type != "reference":
+        msg = f"{name}: {source} has no reference search parameter{_shown(param_name)}"
+        raise BadRequest(msg)
+    if target is not None and (
+        target not in types or (param.targets and target not in param.targets)
+    ):
+        msg = f"{name}: {source}:{param_name} cannot reference{_shown(target)}"
+        raise BadRequest(msg)
+    reverse = name == "_revinclude"
+    if not reverse and source != resource_type:
+        msg = (
+            f"_include: the source type must be the type searched ({resource_type}); "
+            "_include:iterate is not supported"
+        )
+        raise BadRequest(msg)
+    if reverse and (
+        (target is not None and target != resource_type)
+        or (target is None and param.targets and resource_type not in param.targets)
+    ):
+        msg = f"_revinclude: {source}:{param_name} cannot reference {resource_type}"
+        raise BadRequest(msg)
+    return Include(source, param_name, target, reverse)
+
+
+def _add_include(includes: list[Include], include: Include) -> None:
+    if include not in includes:
+        includes.append(include)
+    if len(includes) > _MAX_INCLUDES:
+        msg = f"more than {_MAX_INCLUDES} _include and _revinclude parameters"
+        raise BadRequest(msg)
+
+
+def include_targets(include: Include) -> tuple[str, ...] | None:
+    """The types an `_include` may add (None: any type the parameter references)."""
+    if include.reverse:
+        return (include.source_type,)
+    if include.target_type is not None:
+        return (include.target_type,)
+    targets = SEARCH_PARAMETERS[include.source_type][include.param].targets
+    return targets or None
+
+
+# --------------------------------------------------------------------------------------------
+# Patient $everything (operation-patient-everything.html)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EverythingQuery:
+    """The parameters of `GET Patient/{id}/$everything`: `_type` (None: every type), `_since`
+    (only resources updated at or after it), and paging by `_count` and `_offset`."""
+
+    types: tuple[str, ...] | None
+    since: datetime | None
+    count: int
+    offset: int
+
+
+_EVERYTHING_PARAMETERS = frozenset({"_type", "_since", "_count", "_offset"})
+
+
+def parse_everything_query(
+    params: Sequence[tuple[str, str]], *, default_count: int = 20, max_count: int = 500
+) -> EverythingQuery:
+    """Parse the parameters of Patient `$everything`, strictly: `start` and `end` (care dates)
+    are refused as unsupported rather than ignored, since ignoring them would return more than
+    was asked; so is any other parameter."""
+    if len(params) > _MAX_PARAMETERS:
+        msg = f"more than {_MAX_PARAMETERS} parameters"
+        raise BadRequest(msg)
+    singles: dict[str, str] = {}
+    for name, raw in params:
+        if name in _IGNORED:
+            continue
+        if name in ("start", "end"):
+            msg = f"$everything: '{name}' (care dates) is not supported; use _since"
+            raise BadRequest(msg)
+        if name not in _EVERYTHING_PARAMETERS:
+            msg = f"$everything: unknown parameter{_shown(name)}"
+            raise BadRequest(msg)
+        if name in singles:
+            msg = f"parameter '{name}' may be given only once"
+            raise BadRequest(msg)
+        if len(raw) > _MAX_VALUE_LENGTH * 4:
+            msg = f"parameter '{name}': value too long"
+            raise BadRequest(msg)
+        singles[name] = raw
+    types: tuple[str, ...] | None = None
+    if "_type" in singles:
+        wanted = _values("_type", singles["_type"])
+        unknown = [t for t in wanted if t not in resource_types()]
+        if unknown:
+            msg = f"_type: unknown resource type{_shown(unknown[0])}"
+            raise BadRequest(msg)
+        types = tuple(dict.fromkeys(wanted))
+    since = None
+    if "_since" in singles:
+        since = _instant(singles["_since"])
+    count = min(default_count, max_count)
+    if "_count" in singles:
+        count = min(_non_negative("_count", singles["_count"]), max_count)
+    offset = _non_negative("_offset", singles["_offset"]) if "_offset" in singles else 0
+    if offset > _MAX_OFFSET:
+        msg = "parameter '_offset' is too large"
+        raise BadRequest(msg)
+    return EverythingQuery(types, since, count, offset)
+
+
+def _instant(raw: str) -> datetime:
+    """A FHIR instant (`_since`): to the second at least, with a timezone."""
+    match = _DATE.fullmatch(raw)
+    bounds = date_range(raw) if match is not None and match["S"] and match["tz"] else None
+    if bounds is None:
+        msg = "_since must be an instant such as 2026-01-31T12:00:00Z"
+        raise BadRequest(msg)
+    return bounds[0]

@@ -20,8 +20,11 @@ Patterns (IHE ITI Basic Audit Log Patterns, BALP, https://profiles.ihe.net/ITI/B
 - Sign-in events use DICOM 110114 User Authentication with subtype 110122 Login or 110123
   Logout (failed logins and failed MFA are Login events with a failure outcome).
 - Break-the-glass uses DICOM 110113 Security Alert with subtype 110127 Emergency Override
-  Started; key and token operations are Security Alerts too (110129 Security Configuration,
-  110137 User Security Attributes Changed); initialisation is 110100 Application Activity /
+  Started (110128 Emergency Override Stopped when the grant is ended early); an assignment or
+  investigation grant, and its end, is a Security Alert with 110137 User Security Attributes
+  Changed; an officer's triage of an alert a Security Alert; key and token operations are
+  Security Alerts too (110129 Security Configuration, 110137 User Security Attributes
+  Changed); initialisation is 110100 Application Activity /
   110120 Application Start; an export, and the archiving of old ledger segments, is 110106
   Export.
 - Every event also carries the ledger's own action as an Égide-coded subtype, so an action the
@@ -113,6 +116,17 @@ _KINDS: Mapping[str, EventKind] = {
     "break_glass": EventKind(
         _SECURITY_ALERT, _coding(_DCM, "110127", "Emergency Override Started"), "E"
     ),
+    # A break-the-glass grant ended before its time (by its holder or an administrator).
+    "break_glass_end": EventKind(
+        _SECURITY_ALERT, _coding(_DCM, "110128", "Emergency Override Stopped"), "E"
+    ),
+    # An explicit assignment or an investigation grant gives an account access it did not
+    # have: a change of that user's security attributes, created then ended.
+    "access_grant": EventKind(_SECURITY_ALERT, _USER_SECURITY_ATTRIBUTES, "C"),
+    "access_grant_end": EventKind(_SECURITY_ALERT, _USER_SECURITY_ATTRIBUTES, "D"),
+    # The security officer triages an alert (acknowledged, false positive, confirmed): a
+    # Security Alert event with no finer DICOM subtype; the Égide subtype says which.
+    "alert_update": EventKind(_SECURITY_ALERT, None, "U"),
     "key_rotate": EventKind(
         _SECURITY_ALERT, _coding(_DCM, "110129", "Security Configuration"), "U"
     ),

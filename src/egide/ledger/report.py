@@ -50,6 +50,9 @@ class AccessLine:
     why: str
     where: str
     outcome: str
+    # Opened in an emergency: the break-the-glass grant itself, or an act it alone allowed
+    # (issue 5, item 5: it "shows in the patient's access report").
+    emergency: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,11 @@ _ROLES = {
     "service": "connected system",
 }
 _OUTCOMES = {"success": "done", "denied": "refused", "error": "failed"}
+_EMERGENCY_ACTIONS = frozenset({"break_glass", "break_glass_end"})
+# An act allowed only by an emergency grant has that grant's reason as its purpose, which the
+# access policy words "a break-the-glass grant (grant/<id>) links them to this patient: ..."
+# (access.relationships; this room may not import that one). A test holds the two together.
+EMERGENCY_PURPOSE_MARK = "break-the-glass grant"
 
 
 def coarse_location(ip: str | None) -> str:
@@ -120,8 +128,13 @@ def default_person(user: str | None, role: str | None) -> Person:
 
 def _why(reasons: list[str], purpose: str | None) -> str:
     parts = [purpose] if purpose else []
-    parts.extend(reasons)
+    parts.extend(r for r in reasons if r != purpose)
     return "; ".join(parts) or "no reason recorded"
+
+
+def is_emergency(action: str, purpose: str | None) -> bool:
+    """Whether an entry is a break-the-glass grant or an act only such a grant allowed."""
+    return action in _EMERGENCY_ACTIONS or EMERGENCY_PURPOSE_MARK in (purpose or "")
 
 
 def build_report(
@@ -159,6 +172,7 @@ def build_report(
                 why=_why(row.reasons, row.purpose),
                 where=coarse_location(row.ip),
                 outcome=_OUTCOMES.get(row.outcome, row.outcome),
+                emergency=is_emergency(row.action, row.purpose),
             )
         )
     return AccessReport(patient_id=patient_id, generated=now, lines=tuple(lines))

@@ -18,6 +18,7 @@ from jinja2 import Environment, select_autoescape
 
 from egide.ledger.report import AccessReport
 
+EMERGENCY_LABEL = "EMERGENCY ACCESS (break-the-glass): "
 PDF_MAX_ROWS = 1000  # a PDF stays quick to make and to read; the HTML and JSON list more
 FONT_CANDIDATES = (
     Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
@@ -36,6 +37,8 @@ _TEMPLATE = """<!doctype html>
  th, td { border-bottom: 1px solid #ddd; padding: 0.4rem; text-align: left; vertical-align: top; }
  th { background: #f3f5f7; }
  .refused { color: #a40000; }
+ .emergency { background: #fff4e0; }
+ .emergency strong { color: #8a4b00; }
  .summary { margin: 1rem 0; }
 </style>
 </head>
@@ -51,11 +54,13 @@ If an access below surprises you, contact the clinic's data-protection officer.<
 <th>Why</th><th>From where</th><th>Result</th></tr></thead>
 <tbody>
 {% for line in report.lines %}
-<tr{% if line.outcome != "done" %} class="refused"{% endif %}>
+<tr class="{% if line.outcome != "done" %}refused{% endif %}
+{%- if line.emergency %} emergency{% endif %}">
 <td>{{ line.time.strftime("%Y-%m-%d %H:%M") }}</td><td>{{ line.who }}</td>
 <td>{{ line.role }}</td><td>{{ line.department }}</td>
 <td>{{ line.what }} {{ line.action }}{% if line.count > 1 %} ({{ line.count }}){% endif %}</td>
-<td>{{ line.why }}</td><td>{{ line.where }}</td><td>{{ line.outcome }}</td>
+<td>{% if line.emergency %}<strong>Emergency access (break-the-glass):</strong>
+{% endif %}{{ line.why }}</td><td>{{ line.where }}</td><td>{{ line.outcome }}</td>
 </tr>
 {% else %}
 <tr><td colspan="8">Nobody has accessed your record.</td></tr>
@@ -168,7 +173,7 @@ def render_pdf(report: AccessReport) -> bytes:
                 line.role,
                 line.department,
                 what,
-                line.why,
+                (EMERGENCY_LABEL + line.why) if line.emergency else line.why,
                 line.where,
                 line.outcome,
             ):

@@ -29,13 +29,17 @@ from egide.ledger.models import LedgerEntry
 class Action(StrEnum):
     """Ledger actions: the access-event actions of DESIGN.md plus administrative ones."""
 
+    ACCESS_GRANT = "access_grant"  # an explicit assignment or an investigation grant
+    ACCESS_GRANT_END = "access_grant_end"
     ACCOUNT_CREATE = "account_create"
     ACCOUNT_DISABLE = "account_disable"
     ACCOUNT_ENABLE = "account_enable"
     ACCOUNT_LOCK = "account_lock"
     ACCOUNT_ROLE_CHANGE = "account_role_change"
     ACCOUNT_UNLOCK = "account_unlock"
+    ALERT_UPDATE = "alert_update"  # the security officer triages an alert
     BREAK_GLASS = "break_glass"
+    BREAK_GLASS_END = "break_glass_end"
     CREATE = "create"
     DELETE = "delete"
     EXPORT = "export"

@@ -39,7 +39,7 @@ from egide.fhir.bundle import (
 )
 from egide.fhir.outcome import outcome_for
 from egide.fhir.references import parse_reference, rewrite_references
-from egide.fhir.search import parse_search_query
+from egide.fhir.search import SearchQuery, parse_search_query
 from egide.fhir.validation import resource_types
 from egide.ledger.service import append, discard_pending, flush_pending
 from egide.records.repository import Repository, Stored, pending_audits
@@ -119,12 +119,15 @@ class _Processor:
         return rewrite_references(resource, mapping) if mapping else copy.deepcopy(resource)
 
     def _search(self, resource_type: str, query: str, *, limit: int) -> list[Stored]:
+        found, _total = self.repo.search(self._query(resource_type, query, limit=limit))
+        return found
+
+    def _query(self, resource_type: str, query: str, *, limit: int) -> SearchQuery:
         if resource_type not in resource_types():
             msg = f"unknown resource type {resource_type[:64]!r}"
             raise BadRequest(msg)
         params = [*parse_qsl(query, keep_blank_values=True), ("_count", str(limit))]
-        found, _total = self.repo.search(parse_search_query(resource_type, params))
-        return found
+        return parse_search_query(resource_type, params)
 
     # -- entries ----------------------------------------------------------------------------
 
@@ -203,9 +206,16 @@ class _Processor:
     def _get(self, path: str, query: str) -> EntryResponse:
         parts = path.split("/")
         if len(parts) == 1:
-            found = self._search(parts[0], query, limit=100)
+            parsed = self._query(parts[0], query, limit=100)
+            found, _total = self.repo.search(parsed)
+            # `_include`/`_revinclude` under the search's own policy (Repository.included).
+            included, _cut = self.repo.included(parsed, found)
             bundle = searchset(
-                [s.resource for s in found], total=len(found), links={}, base_url=self.base
+                [s.resource for s in found],
+                total=len(found),
+                links={},
+                base_url=self.base,
+                included=[s.resource for s in included],
             )
             return EntryResponse(
                 status=_status(200),

@@ -113,11 +113,12 @@ def _time(value: object) -> dt.datetime | None:
             parsed = dt.datetime(int(text[:4]), int(text[5:7]), 1, tzinfo=dt.UTC)
         else:
             parsed = dt.datetime.fromisoformat(text)
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        # 9999-12-31T23:59:59-05:00 is a valid FHIR dateTime past datetime.max in UTC.
+        return parsed.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed.astimezone(dt.UTC)
 
 
 def _period(value: object) -> tuple[dt.datetime | None, dt.datetime | None]:
@@ -137,6 +138,12 @@ def _ref(value: object, types: Iterable[str]) -> str | None:
     if parsed is None or parsed[0] not in types:
         return None
     return f"{parsed[0]}/{parsed[1]}"
+
+
+def _live(resource: dict[str, Any], statuses: frozenset[str]) -> bool:
+    # A status that is not a string (a list, an object) is no status: it links nobody.
+    status = resource.get("status")
+    return isinstance(status, str) and status in statuses
 
 
 def _items(value: object) -> Iterator[dict[str, Any]]:
@@ -161,11 +168,16 @@ def _care(
 
 def _encounter(resource: dict[str, Any], now: dt.datetime) -> Extracted:
     status = resource.get("status")
-    if status not in _ENCOUNTER_LIVE:
+    if not _live(resource, _ENCOUNTER_LIVE):
         return Extracted()
     start, end = _period(resource.get("period"))
     if status == "finished" and end is None:
-        end = now  # discharged without an end time: the grace period runs from now
+        # Discharged without an end time: the grace period runs from the start. Never from
+        # "now", which every re-save would move forward and so renew the link.
+        if start is None:
+            return Extracted()
+        end = start
+    del now
     actors = [_ref(p.get("individual"), _PEOPLE) for p in _items(resource.get("participant"))]
     actors.append(_ref(resource.get("serviceProvider"), ("Organization",)))
     return Extracted(links=_care(LinkKind.ENCOUNTER, actors, start, end))
@@ -173,11 +185,14 @@ def _encounter(resource: dict[str, Any], now: dt.datetime) -> Extracted:
 
 def _episode(resource: dict[str, Any], now: dt.datetime) -> Extracted:
     status = resource.get("status")
-    if status not in _EPISODE_LIVE:
+    if not _live(resource, _EPISODE_LIVE):
         return Extracted()
     start, end = _period(resource.get("period"))
     if status == "finished" and end is None:
-        end = now
+        if start is None:  # see _encounter: never from "now"
+            return Extracted()
+        end = start
+    del now
     actors = [
         _ref(resource.get("careManager"), _PEOPLE),
         _ref(resource.get("managingOrganization"), ("Organization",)),
@@ -187,9 +202,12 @@ def _episode(resource: dict[str, Any], now: dt.datetime) -> Extracted:
 
 def _appointment(resource: dict[str, Any], now: dt.datetime) -> Extracted:
     del now
-    if resource.get("status") not in _APPOINTMENT_LIVE:
+    if not _live(resource, _APPOINTMENT_LIVE):
         return Extracted()
     start, end = _time(resource.get("start")), _time(resource.get("end"))
+    if start is None:
+        # A proposal with no date yet links nobody: it would otherwise hold for ever.
+        return Extracted()
     actors = [
         _ref(p.get("actor"), (*_PEOPLE, "Organization"))
         for p in _items(resource.get("participant"))
@@ -200,7 +218,7 @@ def _appointment(resource: dict[str, Any], now: dt.datetime) -> Extracted:
 
 def _care_team(resource: dict[str, Any], now: dt.datetime) -> Extracted:
     del now
-    if resource.get("status") not in _CARE_TEAM_LIVE:
+    if not _live(resource, _CARE_TEAM_LIVE):
         return Extracted()
     start, end = _period(resource.get("period"))
     rows: list[LinkRow] = []
@@ -225,7 +243,7 @@ def _order_actors(performers: Iterable[object]) -> list[str]:
 
 def _service_request(resource: dict[str, Any], now: dt.datetime) -> Extracted:
     del now
-    if resource.get("status") not in _ORDER_LIVE:
+    if not _live(resource, _ORDER_LIVE):
         return Extracted()
     categories = _codes(resource.get("category"))
     kinds = []
@@ -241,7 +259,7 @@ def _service_request(resource: dict[str, Any], now: dt.datetime) -> Extracted:
 
 def _medication_request(resource: dict[str, Any], now: dt.datetime) -> Extracted:
     del now
-    if resource.get("status") not in _ORDER_LIVE:
+    if not _live(resource, _ORDER_LIVE):
         return Extracted()
     performers: list[object] = [resource.get("performer")]
     dispense = resource.get("dispenseRequest")
@@ -251,12 +269,19 @@ def _medication_request(resource: dict[str, Any], now: dt.datetime) -> Extracted
     return Extracted(links=tuple(LinkRow(LinkKind.ORDER_MEDICATION, a, None, None) for a in actors))
 
 
-def _related_person(resource: dict[str, Any], resource_id: str) -> Extracted:
-    if resource.get("active") is False:
+def _related_person(
+    resource: dict[str, Any], resource_id: str, *, trusted: bool, majority: dt.datetime | None
+) -> Extracted:
+    """A parent or guardian acting for a minor (issue 5, item 2). Only a trusted writer (the
+    identity-verified registry feeding Égide as a `service`) can make one: a desk that could
+    name anyone a guardian could open anyone's record. The link ends at the ward's majority
+    (18 years after their birth date; no known birth date, no link) or the period's end."""
+    if not trusted or majority is None or resource.get("active") is False:
         return Extracted()
     if not _codes(resource.get("relationship")) & GUARDIAN_CODES:
         return Extracted()
     start, end = _period(resource.get("period"))
+    end = majority if end is None else min(end, majority)
     actor = f"RelatedPerson/{resource_id}"
     return Extracted(links=(LinkRow(LinkKind.GUARDIAN, actor, start, end),))
 
@@ -275,9 +300,12 @@ def _practitioner_role(resource: dict[str, Any], resource_id: str) -> Extracted:
     return Extracted(members=tuple(MemberRow(member, g, start, end) for g in groups))
 
 
-def _patient(resource: dict[str, Any], resource_id: str) -> Extracted:
+def _patient(resource: dict[str, Any], resource_id: str, *, trusted: bool) -> Extracted:
     # Patient.link.other may name the RelatedPerson this patient also is (R4 Patient.link,
-    # "seealso"): a patient account then acts as that guardian too.
+    # "seealso"): a patient account then acts as that guardian too. Trusted writers only, as
+    # for the guardian link itself.
+    if not trusted:
+        return Extracted()
     members = [
         MemberRow(f"Patient/{resource_id}", group, None, None)
         for link in _items(resource.get("link"))
@@ -302,11 +330,10 @@ def _consent(resource: dict[str, Any], label_token: Callable[[str], bytes]) -> E
         period = (start or inherited[0], end or inherited[1])
         if provision.get("type") == "deny":
             purposes = {str(p.get("code")) for p in _items(provision.get("purpose"))}
-            labels = [str(c.get("code")) for c in _items(provision.get("securityLabel"))]
-            actors = [
-                _ref(a.get("reference"), (*_PEOPLE, "Organization", "RelatedPerson"))
-                for a in _items(provision.get("actor"))
+            labels = [
+                str(c["code"]) for c in _items(provision.get("securityLabel")) if c.get("code")
             ]
+            actors = [_consent_actor(a) for a in _items(provision.get("actor"))]
             named = [a for a in actors if a]
             tokens: list[bytes | None] = [label_token(code) for code in labels if code]
             if research_scope or purposes & {"HRESCH", "CLINTRCH"}:
@@ -324,6 +351,49 @@ def _consent(resource: dict[str, Any], label_token: Callable[[str], bytes]) -> E
     return Extracted(rules=tuple(dict.fromkeys(rules)))
 
 
+_CONSENT_ACTORS = (*_PEOPLE, "Organization", "RelatedPerson")
+
+
+def _consent_actor(actor: dict[str, Any]) -> str | None:
+    """A Consent actor's `Type/id`. An absolute URL is read by its last two segments: a
+    refusal is the safe side to err on (a foreign Practitioner/x taken for ours refuses ours
+    too), unlike a care link, where the same reading would grant."""
+    value = actor.get("reference")
+    if not isinstance(value, dict):
+        return None
+    reference = value.get("reference")
+    if isinstance(reference, str) and "://" in reference:
+        parts = reference.rstrip("/").split("/")
+        if "_history" in parts:
+            parts = parts[: parts.index("_history")]
+        if len(parts) >= 2 and parts[-2] in _CONSENT_ACTORS and parts[-1]:
+            return f"{parts[-2]}/{parts[-1]}"
+        return None
+    return _ref(value, _CONSENT_ACTORS)
+
+
+def consent_problems(resource: dict[str, Any]) -> list[str]:
+    """Why a Consent cannot be enforced as written (422): a deny naming someone Égide cannot
+    identify would otherwise silently mean something else."""
+    problems: list[str] = []
+
+    def walk(provision: object, path: str) -> None:
+        if not isinstance(provision, dict):
+            return
+        if provision.get("type") == "deny":
+            for i, actor in enumerate(_items(provision.get("actor"))):
+                if _consent_actor(actor) is None:
+                    problems.append(
+                        f"{path}.actor[{i}].reference must be a literal reference to a "
+                        "Practitioner, PractitionerRole, Organization or RelatedPerson"
+                    )
+        for i, child in enumerate(_items(provision.get("provision"))):
+            walk(child, f"{path}.provision[{i}]")
+
+    walk(resource.get("provision"), "Consent.provision")
+    return problems
+
+
 def extract(
     resource_type: str,
     resource_id: str,
@@ -331,8 +401,13 @@ def extract(
     *,
     now: dt.datetime,
     label_token: Callable[[str], bytes],
+    trusted: bool = False,
+    majority: dt.datetime | None = None,
 ) -> Extracted:
-    """The links, memberships and consent rules `resource` states (None: it was deleted)."""
+    """The links, memberships and consent rules `resource` states (None: it was deleted).
+
+    `trusted`: written by a `service` (the registry), which alone may state guardianship;
+    `majority`: for a RelatedPerson, when its ward comes of age."""
     if resource is None:
         return Extracted()
     by_time = {
@@ -346,11 +421,11 @@ def extract(
     if resource_type in by_time:
         return by_time[resource_type](resource, now)
     if resource_type == "RelatedPerson":
-        return _related_person(resource, resource_id)
+        return _related_person(resource, resource_id, trusted=trusted, majority=majority)
     if resource_type == "PractitionerRole":
         return _practitioner_role(resource, resource_id)
     if resource_type == "Patient":
-        return _patient(resource, resource_id)
+        return _patient(resource, resource_id, trusted=trusted)
     if resource_type == "Consent":
         return _consent(resource, label_token)
     return Extracted()

@@ -32,7 +32,7 @@ from egide.access.relationships import (
     link_kinds_for,
     requirements,
 )
-from egide.access.rules import TypeSet
+from egide.access.rules import RESTRICT_ALL_EXEMPT, TypeSet
 from egide.core.principal import Principal
 from egide.records.compartment import DIRECTORY_TYPES
 from egide.records.links import LINKED_TYPES, extract
@@ -171,13 +171,16 @@ def labels_of(
     return out
 
 
-def context_for(facts: PatientFacts | None, labels: set[bytes]) -> tuple[AccessContext, bool]:
+def context_for(
+    facts: PatientFacts | None, labels: set[bytes], resource_type: str
+) -> tuple[AccessContext, bool]:
     """The policy's context and the target's `restricted` flag for one resource."""
     if facts is None:
         return AccessContext(), False
     denials = list(facts.deny_all)
     denials.extend(why for label, why in facts.deny_labels.items() if label in labels)
-    restricted = ALL_LABELS in facts.restricted or bool(facts.restricted & labels)
+    restricts_all = ALL_LABELS in facts.restricted and resource_type not in RESTRICT_ALL_EXEMPT
+    restricted = restricts_all or bool(facts.restricted & labels)
     return AccessContext(facts.facts, tuple(denials)), restricted
 
 
@@ -227,17 +230,30 @@ def _types(model: Any, types: TypeSet) -> Any:
 
 def _label_rule(model: Any, now: dt.datetime, *conditions: Any) -> Any:
     """An active deny rule of the row's patient matching one of the row's labels."""
-    carries = exists().where(
-        SearchToken.resource_type == model.resource_type,
-        SearchToken.resource_id == model.id,
-        SearchToken.param == SECURITY_PARAM,
-        SearchToken.value == ConsentRule.label,
+    # Two levels down from the row's query: SQLAlchemy auto-correlates only to the directly
+    # enclosing SELECT, so without `correlate_except` the row's table would be a fresh FROM
+    # here and "some resource carries the label" would stand for "this row carries it".
+    carries = (
+        exists()
+        .where(
+            SearchToken.resource_type == model.resource_type,
+            SearchToken.resource_id == model.id,
+            SearchToken.param == SECURITY_PARAM,
+            SearchToken.value == ConsentRule.label,
+        )
+        .correlate_except(SearchToken)
     )
     return exists().where(
         ConsentRule.patient_id == model.patient_id,
         ConsentRule.kind == "deny",
         _active(ConsentRule, now),
-        or_(ConsentRule.label == ALL_LABELS, carries),
+        or_(
+            and_(
+                ConsentRule.label == ALL_LABELS,
+                model.resource_type.not_in(sorted(RESTRICT_ALL_EXEMPT)),
+            ),
+            carries,
+        ),
         *conditions,
     )
 
@@ -267,7 +283,8 @@ def visible_patient_rows(
                 ),
             )
         allowed.append(and_(_types(model, rule.types), related))
-    condition = and_(model.patient_id.is_not(None), or_(*allowed))
+    # A row with no patient matches no link, so only rules that need none reach it.
+    condition = or_(*allowed)
     if not plan.consent_applies:
         return condition
     named = sorted(actors)
@@ -302,9 +319,14 @@ def visible_rows(
     patient_rows = and_(
         ~directory_row,
         visible_patient_rows(model, plan, actors=actors, now=now, windows=windows),
-        model.patient_id.not_in(erased),
+        or_(model.patient_id.is_(None), model.patient_id.not_in(erased)),
     )
-    return or_(directory_row if plan.directory else false(), patient_rows)
+    rows = or_(directory_row if plan.directory else false(), patient_rows)
+    if plan.scope_types is not None:
+        # The token's SMART scopes, as `decide` applies them (a system history under
+        # patient/Observation.rs holds Observations only, instead of failing closed).
+        rows = and_(rows, model.resource_type.in_(sorted(plan.scope_types)))
+    return rows
 
 
 # -- rebuilding links on write --------------------------------------------------------------
@@ -319,8 +341,11 @@ def relink(
     resource: dict[str, Any] | None,
     now: dt.datetime,
     index: Any,
+    trusted: bool = False,
+    majority: dt.datetime | None = None,
 ) -> None:
-    """Replace the links, memberships and consent rules `resource_type/resource_id` states."""
+    """Replace the links, memberships and consent rules `resource_type/resource_id` states
+    (`trusted`, `majority`: see `records.links.extract`)."""
     if resource_type not in LINKED_TYPES:
         return
     for model in (AccessLink, AccessMembership):
@@ -335,6 +360,8 @@ def relink(
         resource,
         now=now,
         label_token=lambda code: label_token_of(index, code),
+        trusted=trusted,
+        majority=majority,
     )
     rows: list[Any] = []
     if patient_id is not None:

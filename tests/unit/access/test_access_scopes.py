@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from egide.access.policy import Operation, Target, decide
+from egide.access.policy import AccessContext, Operation, Target, decide
+from egide.access.relationships import CareFact, Relationship
 from egide.access.scopes import (
     LETTERS,
     ResourceScope,
@@ -167,6 +168,12 @@ def _principal(role: str, scopes: frozenset[str] | None, patient: str | None = N
     return Principal(id="u1", role=role, patient_id=patient, scopes=scopes)
 
 
+# The physician below treats p1 (an encounter names them): the role allows, the scopes bound.
+TREATING = AccessContext(
+    (CareFact(Relationship.PERSONAL, "an encounter (Encounter/e1) links them to this patient"),)
+)
+
+
 @pytest.mark.parametrize(
     ("role", "scopes", "operation", "resource_type", "allowed"),
     [
@@ -182,6 +189,12 @@ def _principal(role: str, scopes: frozenset[str] | None, patient: str | None = N
         ("service", frozenset({"system/*.rs"}), Operation.WRITE, "Observation", False),
         ("service", frozenset({"system/*.rs"}), Operation.READ, "Observation", True),
         ("service", frozenset(), Operation.READ, "Observation", False),
+        # A full `user/*.cruds` grants nothing the care relationship does not: without it, the
+        # physician reaches demographics only, scopes or not.
+        ("physician", frozenset({"user/*.cruds"}), Operation.READ, "Observation", None),
+        ("physician", frozenset({"user/*.cruds"}), Operation.WRITE, "Patient", None),
+        ("physician", frozenset({"user/*.cruds"}), Operation.READ, "Patient", True),
+        ("nurse", frozenset({"user/*.cruds"}), Operation.WRITE, "MedicationRequest", False),
     ],
 )
 def test_scopes_bound_the_policy(
@@ -189,11 +202,21 @@ def test_scopes_bound_the_policy(
     scopes: frozenset[str] | None,
     operation: Operation,
     resource_type: str,
-    allowed: bool,
+    allowed: bool | None,
 ) -> None:
+    """`allowed` None: allowed with the treating relationship, refused without it."""
     patient = "p1" if role == "patient" else None
-    decision = decide(_principal(role, scopes, patient), operation, Target(resource_type, "p1"))
-    assert decision.allowed is allowed, decision.reasons
+    principal = _principal(role, scopes, patient)
+    target = Target(resource_type, "p1")
+    with_care = decide(principal, operation, target, TREATING)
+    without = decide(principal, operation, target)
+    if allowed is None:
+        assert with_care.allowed, with_care.reasons
+        assert not without.allowed, without.reasons
+    else:
+        assert with_care.allowed is allowed, with_care.reasons
+        if role == "physician" and resource_type != "Patient":
+            assert not without.allowed, "no care relationship: no clinical data"
 
 
 def test_a_patient_token_stays_in_its_compartment() -> None:

@@ -72,6 +72,10 @@ MAPPING = [
     ("mfa_failed", DCM, "110114", DCM, "110122", "E"),
     ("logout", DCM, "110114", DCM, "110123", "E"),
     ("break_glass", DCM, "110113", DCM, "110127", "E"),
+    ("break_glass_end", DCM, "110113", DCM, "110128", "E"),
+    ("access_grant", DCM, "110113", DCM, "110137", "C"),
+    ("access_grant_end", DCM, "110113", DCM, "110137", "D"),
+    ("alert_update", DCM, "110113", None, None, "U"),
     ("key_rotate", DCM, "110113", DCM, "110129", "U"),
     ("key_shred", DCM, "110113", DCM, "110129", "D"),
     ("token_create", DCM, "110113", DCM, "110137", "C"),
@@ -235,12 +239,13 @@ def test_an_entry_id_that_is_not_a_fhir_id_is_refused() -> None:
 @pytest.mark.parametrize(
     ("code", "expected"),
     [
-        ("C", {"create", "token_create", "account_create"}),
+        ("C", {"create", "token_create", "account_create", "access_grant"}),
         ("R", {"read", "export", "ledger_archive"}),
         (
             "U",
             {
                 "update",
+                "alert_update",
                 "key_rotate",
                 "account_disable",
                 "account_enable",
@@ -254,11 +259,12 @@ def test_an_entry_id_that_is_not_a_fhir_id_is_refused() -> None:
                 "password_change",
             },
         ),
-        ("D", {"delete", "key_shred"}),
+        ("D", {"delete", "key_shred", "access_grant_end"}),
         ("search-type", {"search"}),
         ("search", {"search"}),
         ("110122", {"login", "login_failed", "mfa_failed"}),
         ("110127", {"break_glass"}),
+        ("110128", {"break_glass_end"}),
         ("no-such-code", set()),
     ],
 )

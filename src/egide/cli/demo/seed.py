@@ -31,6 +31,7 @@ class SeedSummary:
     staff: int
     first_patient: str
     already_seeded: bool
+    physicians: tuple[str, ...] = ()  # Practitioner ids of the seeded physicians
 
     def describe(self) -> str:
         if self.already_seeded:
@@ -80,4 +81,5 @@ def seed_demo(
         len(clinic.staff),
         clinic.patient_ids[0],
         already_seeded=False,
+        physicians=tuple(m.practitioner_id for m in clinic.staff if m.role == "physician"),
     )

@@ -1,0 +1,324 @@
+"""Credential detectors: brute force (one account, many failed sign-ins), credential stuffing
+(one address trying many accounts), stolen credentials (an account used from a device or
+address its owner never uses, and behaving unlike its owner).
+
+Security role: a stolen password turns every other control into the attacker's; these
+detectors look for the traces of guessing and of a second person behind one account. Novelty
+alone is not enough (people get new workstations and roam between ward computers): a stolen
+credentials finding needs a new device or address *and* a behavioural sign (unusual hours,
+far more patients than the owner reads, the owner active elsewhere at the same time, failed
+sign-ins just before). The session features are scored against the owner's own sessions with
+robust z-scores, so every point of the score has a sentence.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from egide.detect.baseline import DAY, ContextIndex, Robust
+from egide.detect.cases import Finding
+from egide.detect.features import Failure, Session, StreamState, UserDay
+from egide.detect.settings import DetectSettings
+
+
+def failure_findings(  # noqa: PLR0915 - two sliding windows, kept side by side
+    state: StreamState, settings: DetectSettings
+) -> list[Finding]:
+    """Credential stuffing (per address, many accounts) and brute force (per account)."""
+    width = settings.failure_window_minutes * 60
+    findings: list[Finding] = []
+    by_ip: dict[str, list[Failure]] = defaultdict(list)
+    for f in state.failures:
+        by_ip[f.ip or f.device or "-"].append(f)
+    stuffed: set[str] = set()
+    for source, items in by_ip.items():
+        items.sort(key=lambda f: f.ts)
+        i = 0
+        best: tuple[int, int, int] = (0, 0, -1)
+        counts: dict[str, int] = defaultdict(int)
+        for j, f in enumerate(items):
+            counts[f.user] += 1
+            while items[i].ts < f.ts - width:
+                counts[items[i].user] -= 1
+                if not counts[items[i].user]:
+                    del counts[items[i].user]
+                i += 1
+            if len(counts) > best[0]:
+                best = (len(counts), i, j)
+        accounts, i, j = best
+        if accounts < settings.stuffing_accounts:
+            continue
+        window = items[i : j + 1]
+        # Extend to every failure from this source within the case's span plus one window.
+        window = [f for f in items if window[0].ts - width <= f.ts <= window[-1].ts + width]
+        stuffed.update(f.id for f in window)
+        users = sorted({f.user for f in window})
+        succeeded = _successes_after(state, source, window[0].ts, window[-1].ts + width)
+        reasons = [
+            (
+                f"{len(window)} failed sign-ins on {len(users)} different accounts from "
+                f"{source} between {window[0].time[11:16]} and {window[-1].time[11:16]}"
+            ),
+            (
+                "one address trying many accounts is the pattern of credential stuffing "
+                "(passwords leaked elsewhere, tried here)"
+            ),
+        ]
+        events = [f.id for f in window]
+        if succeeded:
+            reasons.append(
+                f"then {len(succeeded)} successful sign-in(s) from the same address: "
+                f"{', '.join(sorted({s[1] for s in succeeded}))[:120]}"
+            )
+            events += [s[0] for s in succeeded]
+        findings.append(
+            Finding(
+                kind="credential_stuffing",
+                severity="critical" if succeeded else "high",
+                score=0.95 if succeeded else 0.85,
+                user=users[0] if len(users) == 1 else None,
+                patient=None,
+                first=window[0].ts,
+                last=window[-1].ts,
+                start=window[0].time,
+                end=window[-1].time,
+                events=events,
+                reasons=reasons,
+            )
+        )
+    by_user: dict[str, list[Failure]] = defaultdict(list)
+    for f in state.failures:
+        if f.id not in stuffed:
+            by_user[f.user].append(f)
+    for user, items in by_user.items():
+        items.sort(key=lambda f: f.ts)
+        i, best_n, best_i, best_j = 0, 0, 0, -1
+        for j, f in enumerate(items):
+            while items[i].ts < f.ts - width:
+                i += 1
+            if j - i + 1 > best_n:
+                best_n, best_i, best_j = j - i + 1, i, j
+        if best_n < settings.brute_force_failures:
+            continue
+        window = items[best_i : best_j + 1]
+        sources = sorted({f.ip or f.device or "unknown" for f in window})
+        success = _user_success_after(state, user, window[-1].ts, window[-1].ts + width)
+        reasons = [
+            (
+                f"{len(window)} failed sign-ins on this account between {window[0].time[11:16]} "
+                f"and {window[-1].time[11:16]} from {', '.join(sources)[:80]}"
+            ),
+            "repeated guessing of one account's password (brute force)",
+        ]
+        events = [f.id for f in window]
+        if success:
+            reasons.append("followed by a successful sign-in")
+            events.append(success)
+        findings.append(
+            Finding(
+                kind="credential_stuffing",
+                severity="critical" if success else "high",
+                score=0.92 if success else 0.8,
+                user=user,
+                patient=None,
+                first=window[0].ts,
+                last=window[-1].ts,
+                start=window[0].time,
+                end=window[-1].time,
+                events=events,
+                reasons=reasons,
+            )
+        )
+    return findings
+
+
+def _successes_after(
+    state: StreamState, source: str, start: float, end: float
+) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    for ud in state.days.values():
+        if int(start // DAY) <= ud.day <= int(end // DAY):
+            found.extend(
+                (a[2], ud.user)
+                for a in ud.auth
+                if a[4] == "login" and (a[5] or a[6] or "-") == source and start <= a[0] <= end
+            )
+    return found
+
+
+def _user_success_after(state: StreamState, user: str, start: float, end: float) -> str | None:
+    for day in range(int(start // DAY), int(end // DAY) + 1):
+        ud = state.days.get((user, day))
+        if ud is None:
+            continue
+        for a in ud.auth:
+            if a[4] == "login" and start <= a[0] <= end:
+                return a[2]
+    return None
+
+
+class _History:
+    """Where and when an account and its department usually work."""
+
+    def __init__(self, state: StreamState, index: ContextIndex) -> None:
+        self.device_days: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+        self.ip_days: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+        # Devices and addresses anyone here uses: staff float between wards and share
+        # workstations, so only a device or address new to the whole hospital is novel.
+        self.devices: dict[str, set[str]] = defaultdict(set)
+        self.ips: dict[str, set[str]] = defaultdict(set)
+        self.hours: dict[str, list[int]] = defaultdict(lambda: [0] * 24)
+        self.session_sizes: dict[str, list[float]] = defaultdict(list)
+        self.failures: dict[str, list[float]] = defaultdict(list)
+        for f in state.failures:
+            self.failures[f.user].append(f.ts)
+        del index
+        for ud in state.days.values():
+            hours = self.hours[ud.user]
+            for h, n in enumerate(ud.hours):
+                hours[h] += n
+            for sess in ud.sessions.values():
+                if sess.device:
+                    self.device_days[ud.user][sess.device].add(ud.day)
+                    self.devices[sess.device].add(ud.user)
+                for ip in (sess.ip, *sess.ips):
+                    if ip:
+                        self.ip_days[ud.user][network(ip)].add(ud.day)
+                        self.ips[network(ip)].add(ud.user)
+                if sess.n:
+                    self.session_sizes[ud.user].append(len(sess.patients))
+
+
+def stolen_findings(
+    state: StreamState,
+    index: ContextIndex,
+    settings: DetectSettings,
+    unlinked: set[tuple[str, int, str]] | None = None,
+) -> list[Finding]:
+    """`unlinked`: (user, day, patient) of accesses that neither a care link nor the peers'
+    norms explain (relationship.relationship_findings)."""
+    history = _History(state, index)
+    findings: list[Finding] = []
+    strangers = unlinked or set()
+    for ud in state.days.values():
+        if not ud.sessions:
+            continue
+        for sess in ud.sessions.values():
+            found = _judge(ud, sess, history, settings, strangers)
+            if found is not None:
+                findings.append(found)
+    return findings
+
+
+def _judge(
+    ud: UserDay,
+    sess: Session,
+    history: _History,
+    settings: DetectSettings,
+    strangers: set[tuple[str, int, str]],
+) -> Finding | None:
+    user = ud.user
+    novelty: list[str] = []
+    if sess.device:
+        days = history.device_days[user].get(sess.device, set())
+        others = history.devices.get(sess.device, set()) - {user}
+        if not (days <= {ud.day} and not others):
+            # The user's own known device on a new address is the user travelling or a new
+            # home connection, not someone else.
+            return None
+        novelty.append(
+            f"device {sess.device} never used by this user on any other day, nor by "
+            "anyone else here"
+        )
+    ips = [ip for ip in (sess.ip, *sess.ips) if ip]
+    new_ips = [
+        ip
+        for ip in ips
+        if history.ip_days[user].get(network(ip), set()) <= {ud.day}
+        and not (history.ips.get(network(ip), set()) - {user})
+    ]
+    if new_ips:
+        novelty.append(
+            f"address {', '.join(sorted(new_ips))[:60]} in a network never used by this user "
+            "on any other day, nor by anyone else here"
+        )
+    if not novelty:
+        return None
+    behaviour: list[str] = []
+    score = 0.0
+    # The user's hours on other days (this day's own activity, the intruder's included, left
+    # out).
+    hours = [a - b for a, b in zip(history.hours[user], ud.hours, strict=True)]
+    total = sum(hours) or 1
+    odd = sorted(h for h in sess.hours if hours[h] / total < 0.02)
+    if odd and len(odd) == len(sess.hours):
+        behaviour.append(
+            f"active at {', '.join(f'{h:02d}:00' for h in odd[:4])} UTC, hours when this "
+            "user almost never works"
+        )
+        score += 0.1
+    sizes = Robust.of(history.session_sizes[user])
+    z = sizes.z(len(sess.patients))
+    if len(sess.patients) >= 10 and z >= 4:
+        behaviour.append(
+            f"{len(sess.patients)} patients opened in this session; this user usually opens "
+            f"about {sizes.median:.0f}"
+        )
+        score += min(0.15, 0.02 * z)
+    concurrent = _concurrent(ud, sess, settings.concurrent_minutes * 60)
+    if concurrent is not None:
+        behaviour.append(
+            f"at the same time the owner was working from {concurrent}: two people on one account"
+        )
+        score += 0.15
+    recent_failures = [
+        t for t in history.failures.get(user, ()) if sess.first - 3600 <= t <= sess.first
+    ]
+    if recent_failures:
+        behaviour.append(f"{len(recent_failures)} failed sign-in(s) in the hour before")
+        score += 0.05
+    unlinked = sum(1 for p in sess.patients if (user, ud.day, p) in strangers)
+    foreign = unlinked >= 3 and unlinked * 2 >= len(sess.patients)
+    if foreign:
+        # The owner's work is their own patients (an on-call night from home included);
+        # someone else behind the account reads strangers.
+        behaviour.append(
+            f"{unlinked} of the {len(sess.patients)} patients opened in this session have no "
+            "care link with this user and are not patients colleagues of the same job open"
+        )
+        score += 0.1
+    strong = concurrent is not None or (len(sess.patients) >= 10 and z >= 4) or foreign
+    # Novelty alone is a new workstation: it takes a strong behavioural sign or two weaker.
+    if len(novelty) + len(behaviour) < settings.stolen_min_signals or not (
+        strong or len(behaviour) >= 2
+    ):
+        return None
+    return Finding(
+        kind="stolen_credentials",
+        severity="critical" if len(behaviour) >= 2 else "high",
+        score=min(0.97, 0.65 + 0.05 * len(novelty) + score),
+        user=user,
+        patient=None,
+        first=sess.first,
+        last=sess.last,
+        start=sess.t0,
+        end=sess.t1,
+        events=list(sess.ids),
+        reasons=[*novelty, *behaviour],
+    )
+
+
+def network(ip: str) -> str:
+    """The /16 of an IPv4 address (VPN and DHCP pools hand out a new address in the same
+    network each time), the address itself otherwise."""
+    parts = ip.split(".")
+    return ".".join(parts[:2]) if len(parts) == 4 else ip
+
+
+def _concurrent(ud: UserDay, sess: Session, slack: float) -> str | None:
+    for other in ud.sessions.values():
+        if other is sess or other.ip == sess.ip or other.n < 3:
+            continue
+        if other.first - slack <= sess.last and sess.first <= other.last + slack:
+            return f"{other.device or other.ip} ({other.ip or 'no address'})"
+    return None

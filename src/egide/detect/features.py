@@ -1,0 +1,462 @@
+"""What detection remembers of the event stream: per user and day, the patients touched, the
+sessions (device or address), the hours, the volumes, and the rare events (exports, writes,
+break-the-glass, sign-in failures) kept whole.
+
+Security role: these aggregates are the only memory of the stream, so every alert's evidence
+(event ids, time span) must be recoverable from them: each pair (user, patient, day) and each
+session keeps the ids of its events.
+
+Speed role: `fold` runs once per event and is the hot loop of `egide detect run`; it is
+written flat (local names, no per-event objects beyond one id appended to two lists) because
+every attribute access there costs on millions of events. `ingest_file` feeds it straight from
+the file (lines parsed and their fields taken out in C, see `fold_lines`); `ingest` feeds it
+records. Both check every event as `events.check_record` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import itertools
+import operator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from egide.detect.events import (
+    OUTCOMES,
+    BadLine,
+    DetectFormatError,
+    Record,
+    bad_json,
+    check_record,
+    read_chunks,
+)
+
+DAY = 86_400.0
+# Actions that touch a patient's data (the access model and relationship detectors).
+ACCESS_ACTIONS = frozenset(
+    {"read", "search", "create", "update", "delete", "export", "break_glass"}
+)
+WRITE_ACTIONS = frozenset({"create", "update", "delete"})
+AUTH_ACTIONS = frozenset({"login", "login_failed", "mfa_failed", "logout"})
+
+
+class PairDay:
+    """One user's accesses to one patient in one day."""
+
+    __slots__ = ("first", "ids", "last", "t0", "t1")
+
+    def __init__(self, ts: float, time: str, eid: str) -> None:
+        self.first = ts
+        self.last = ts
+        self.t0 = time
+        self.t1 = time
+        self.ids = [eid]
+
+
+class Session:
+    """One user's activity from one device (or address when no device) in one day."""
+
+    __slots__ = (
+        "device",
+        "first",
+        "ids",
+        "ip",
+        "ips",
+        "last",
+        "n",
+        "patients",
+        "t0",
+        "t1",
+    )
+
+    def __init__(self, device: str | None, ip: str | None, ts: float, time: str) -> None:
+        self.device = device
+        self.ip = ip
+        self.ips: set[str] = set()
+        self.first = ts
+        self.last = ts
+        self.t0 = time
+        self.t1 = time
+        self.ids: list[str] = []
+        self.n = 0
+        self.patients: set[str] = set()
+
+    @property
+    def hours(self) -> set[int]:
+        """UTC hours the session spans (derived: keeping them per event costs too much)."""
+        first = int(self.first // 3600)
+        last = int(self.last // 3600)
+        return {h % 24 for h in range(first, min(last, first + 24) + 1)}
+
+
+# (ts, time, id, count, action or purpose...) tuples for the rare events kept whole.
+Rare = tuple[float, str, str, int, str, str | None, str | None]
+
+
+@dataclass(slots=True)
+class UserDay:
+    """Everything one account did in one UTC day."""
+
+    user: str
+    day: int
+    n: int = 0
+    records: int = 0
+    hours: list[int] = field(default_factory=lambda: [0] * 24)
+    pairs: dict[str, PairDay] = field(default_factory=dict)
+    sessions: dict[str, Session] = field(default_factory=dict)
+    # Rare events kept whole: time, id, count, action, patient and purpose of each.
+    exports: list[Rare] = field(default_factory=list)
+    writes: list[Rare] = field(default_factory=list)
+    break_glass: list[Rare] = field(default_factory=list)
+    # Sign-ins: time, id, "login"/"logout"/"failed", address and device of each.
+    auth: list[Rare] = field(default_factory=list)
+    other: int = 0
+
+
+@dataclass(slots=True)
+class Failure:
+    """A failed sign-in (login_failed, mfa_failed, or a login whose outcome is not success)."""
+
+    ts: float
+    time: str
+    id: str
+    user: str
+    ip: str | None
+    device: str | None
+
+
+@dataclass(slots=True)
+class StreamState:
+    """All aggregates of the stream so far."""
+
+    days: dict[tuple[str, int], UserDay] = field(default_factory=dict)
+    current: dict[str, UserDay] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+    events: int = 0
+    unknown_actions: int = 0
+    first_ts: float | None = None
+    last_ts: float = 0.0
+
+    def userday(self, user: str, day: int) -> UserDay:
+        key = (user, day)
+        found = self.days.get(key)
+        if found is None:
+            found = self.days[key] = UserDay(user, day)
+        self.current[user] = found
+        return found
+
+
+def ingest(state: StreamState, records: Iterable[Record]) -> int:
+    """Fold records into `state`; returns how many. Each is checked as a line of an events file
+    would be (DetectFormatError on the first that does not follow the format)."""
+    bad: list[BadLine] = []
+    n = fold(state, map(_fields, records), 1, bad, stop_at_bad=True)
+    if bad:
+        raise DetectFormatError(bad[0].message)
+    return n
+
+
+def ingest_file(
+    state: StreamState,
+    path: Path,
+    *,
+    on_bytes: Callable[[int], object] | None = None,
+    on_bad: Callable[[BadLine], object] | None = None,
+    chunk_bytes: int = 1 << 20,
+) -> int:
+    """Read, check and fold every line of a `.jsonl` or `.jsonl.gz` events file (the fast path
+    of `egide detect run`): a line that is not a valid event is passed to `on_bad` as a BadLine
+    with its 1-based line number, in file order, after the valid lines of its chunk before it
+    were folded; blank lines are skipped. `on_bytes(n)` after each chunk (uncompressed bytes),
+    for a progress bar. Returns the number of events folded."""
+    n = 0
+    with no_gc():
+        for first_line, lines in read_chunks(path, on_bytes=on_bytes, chunk_bytes=chunk_bytes):
+            n += fold_lines(state, lines, first_line, on_bad)
+    return n
+
+
+@contextlib.contextmanager
+def no_gc() -> Iterator[None]:
+    """The cycle collector paused: folding creates millions of small containers that live
+    until scoring (none of them in cycles), and the collector's passes over them cost about a
+    third of the fold. Restored as it was, whatever happens."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def fold_lines(
+    state: StreamState,
+    lines: list[bytes],
+    first_line: int,
+    on_bad: Callable[[BadLine], object] | None = None,
+) -> int:
+    """Parse, check and fold one chunk of lines (line number `first_line` is lines[0]); bad
+    lines go to `on_bad`, in order.
+
+    The common line (a JSON object with every field of the format) is parsed and its fields
+    taken out without a Python-level call: `map(FIELD_GETTER, map(orjson.loads, lines))`. A line
+    that stops that pipeline (not JSON, not an object, a field missing) is handled on its own
+    here, and the pipeline resumes after it on the same iterator."""
+    loads = orjson.loads
+    it = iter(lines)
+    k = 0  # index in `lines` of the next line to fold
+    before = state.events  # fold counts what it folded even when its source raises
+    pending: tuple[tuple[Any, ...], ...] = ()
+    while True:
+        bad: list[BadLine] = []
+        position = [0]
+        items: Iterator[tuple[Any, ...]] = map(FIELD_GETTER, map(loads, it))
+        if pending:
+            items = itertools.chain(pending, items)
+        try:
+            fold(state, items, first_line + k, bad, position)
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            # lines[k + position[0]] stopped the pipeline; judge it alone.
+            _report(bad, on_bad)
+            k += position[0]
+            line = lines[k]
+            k += 1
+            pending = ()
+            try:
+                raw = loads(line)
+            except orjson.JSONDecodeError:
+                if line.strip():
+                    _report([bad_json(first_line + k - 1, line)], on_bad)
+                continue
+            if type(raw) is not dict:
+                _report([BadLine(first_line + k - 1, "not a JSON object")], on_bad)
+                continue
+            pending = (_fields(raw),)
+            k -= 1  # the pending line is folded first, under its own number
+            continue
+        _report(bad, on_bad)
+        return state.events - before
+
+
+def _report(bad: list[BadLine], on_bad: Callable[[BadLine], object] | None) -> None:
+    if on_bad is not None:
+        for item in bad:
+            on_bad(item)
+
+
+# The fields of an access event, in the order `fold` takes them.
+FIELDS = (
+    "id",
+    "time",
+    "user",
+    "action",
+    "outcome",
+    "patient",
+    "resource_type",
+    "count",
+    "ip",
+    "device",
+    "purpose",
+)
+FIELD_GETTER = operator.itemgetter(*FIELDS)
+
+
+def _fields(raw: Any) -> tuple[Any, ...]:
+    """A record's fields in FIELDS order; absent ones as the format's defaults (None, outcome
+    "success", count 1)."""
+    if type(raw) is not dict:
+        msg = "not a JSON object"
+        raise DetectFormatError(msg)
+    get = raw.get
+    return (
+        get("id"),
+        get("time"),
+        get("user"),
+        get("action"),
+        get("outcome", "success"),
+        get("patient"),
+        get("resource_type"),
+        get("count", 1),
+        get("ip"),
+        get("device"),
+        get("purpose"),
+    )
+
+
+# Timestamps of the `YYYY-MM-DDTHH:MM:SSZ` form: minute prefix ("2026-03-01T10:42:") -> its
+# seconds since the epoch, filled from timestamps `events.timestamp` parsed and checked in full
+# (so a prefix here is a valid one), and the seconds suffix ("05Z") -> seconds.
+_MINUTES: dict[str, float] = {}
+MAX_MINUTES = 200_000  # bounded: a long file does not grow it without limit (~140 days)
+_SECONDS = {f"{s:02d}Z": s for s in range(60)}
+_OUTCOMES = (*OUTCOMES, None)
+
+
+def fold(  # noqa: PLR0915 - the hot loop, written flat on purpose
+    state: StreamState,
+    items: Iterator[tuple[Any, ...]],
+    first_line: int,
+    bad: list[BadLine],
+    position: list[int] | None = None,
+    *,
+    stop_at_bad: bool = False,
+) -> int:
+    """Check and fold events, each the tuple of its FIELDS, into `state`; returns how many
+    were folded.
+
+    Each is checked as `events.check_record` would (the fields' types inline; anything unusual
+    goes through `check_record` itself, for the verdict and its message); one that fails
+    becomes a BadLine in `bad`, numbered from `first_line`. `position[0]` receives how many
+    items were taken from `items`, also when taking one raised (the caller then knows which
+    line did)."""
+    current = state.current
+    get_day = state.userday
+    access = ACCESS_ACTIONS
+    writes = WRITE_ACTIONS
+    auth = AUTH_ACTIONS
+    failures = state.failures
+    minutes = _MINUTES
+    seconds_of = _SECONDS
+    outcomes = _OUTCOMES
+    n = 0
+    unknown = 0
+    last_ts = state.last_ts
+    first_ts = state.first_ts
+    index = 0
+    try:
+        for (
+            eid,
+            time,
+            user,
+            action,
+            outcome,
+            patient,
+            resource_type,
+            count,
+            ip,
+            device,
+            purpose,
+        ) in items:
+            index += 1
+            ts: float | None = None
+            if (
+                type(eid) is str
+                and type(time) is str
+                and type(user) is str
+                and type(action) is str
+                and eid
+                and user
+                and action
+                and (patient is None or type(patient) is str)
+                and (ip is None or type(ip) is str)
+                and (device is None or type(device) is str)
+                and (purpose is None or type(purpose) is str)
+                and (resource_type is None or type(resource_type) is str)
+                and (outcome == "success" or outcome in outcomes)
+                and type(count) is int
+                and count >= 0
+            ):
+                # The common `YYYY-MM-DDTHH:MM:SSZ` form: a minute seen before plus seconds.
+                base = minutes.get(time[:17])
+                sec = seconds_of.get(time[17:])
+                if base is not None and sec is not None:
+                    ts = base + sec
+            if ts is None:
+                try:
+                    fields: tuple[Any, ...] = (eid, time, user, action, outcome, patient)
+                    fields += (resource_type, count, ip, device, purpose)
+                    checked = check_record(dict(zip(FIELDS, fields, strict=True)))
+                except DetectFormatError as exc:
+                    bad.append(BadLine(first_line + index - 1, str(exc)))
+                    if stop_at_bad:
+                        break
+                    continue
+                ts = checked["_ts"]
+                sec = seconds_of.get(time[17:])
+                if sec is not None and time[16] == ":" and len(minutes) < MAX_MINUTES:
+                    minutes[time[:17]] = ts - sec
+                if count is None:  # null: the default (a null count used to stop the run)
+                    count = 1  # noqa: PLW2901
+            n += 1
+            if first_ts is None:
+                first_ts = ts
+            if ts > last_ts:  # noqa: PLR1730 - no call in the hot loop
+                last_ts = ts
+            day = int(ts // DAY)
+            ud = current.get(user)
+            if ud is None or ud.day != day:
+                ud = get_day(user, day)
+            if action in access:
+                if outcome != "success":
+                    ud.other += 1
+                    continue
+                ud.n += 1
+                ud.records += count
+                ud.hours[int(ts % DAY) // 3600] += 1
+                skey = device or ip or "-"
+                sess = ud.sessions.get(skey)
+                if sess is None:
+                    sess = ud.sessions[skey] = Session(device, ip, ts, time)
+                sess.last = ts
+                sess.t1 = time
+                sess.ids.append(eid)
+                sess.n += 1
+                if ip is not None and ip != sess.ip:
+                    sess.ips.add(ip)
+                if patient is not None:
+                    sess.patients.add(patient)
+                    pair = ud.pairs.get(patient)
+                    if pair is None:
+                        ud.pairs[patient] = PairDay(ts, time, eid)
+                    else:
+                        pair.last = ts
+                        pair.t1 = time
+                        pair.ids.append(eid)
+                if action != "read" and action != "search":  # noqa: PLR1714 - hot path
+                    rare: Rare = (ts, time, eid, count, action, patient, purpose)
+                    if action == "export":
+                        ud.exports.append(rare)
+                    elif action in writes:
+                        ud.writes.append(rare)
+                    else:
+                        ud.break_glass.append(rare)
+            elif action in auth:
+                ok = outcome == "success" and (action == "login" or action == "logout")  # noqa: PLR1714
+                ud.auth.append((ts, time, eid, 0, action if ok else "failed", ip, device))
+                if not ok:
+                    failures.append(Failure(ts, time, eid, user, ip, device))
+                elif action == "login":
+                    skey = device or ip or "-"
+                    sess = ud.sessions.get(skey)
+                    if sess is None:
+                        sess = ud.sessions[skey] = Session(device, ip, ts, time)
+                    sess.last = ts
+                    sess.t1 = time
+                    sess.ids.append(eid)
+            else:
+                ud.other += 1
+                unknown += 1
+    finally:
+        if position is not None:
+            position[0] = index
+        state.events += n
+        state.unknown_actions += unknown
+        state.first_ts = first_ts
+        state.last_ts = last_ts
+    return n
+
+
+def day_of(ts: float) -> int:
+    return int(ts // DAY)
+
+
+def as_records(items: Iterable[Any]) -> Iterable[Record]:
+    """Event objects or records -> records (the engine's input form)."""
+    for item in items:
+        yield item if isinstance(item, dict) else item.to_record()

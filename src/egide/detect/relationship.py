@@ -1,0 +1,365 @@
+"""Relationship detectors: snooping, VIP records, coworkers, family and neighbours, self-access,
+and slow exfiltration by reading many unrelated patients over days.
+
+Security role: the classic insider misuse of health records is looking at someone one has no
+reason to look at. An access is explained when a care link (the user's, their department's,
+or a colleague's of the same department) covers it, or when the user's peers commonly access
+patients treated where this patient is (the access model); what remains, weighed by who the
+patient is (VIP, employee, relative, the user themselves), becomes a finding with reasons a
+privacy officer can check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from egide.detect.baseline import (
+    DAY,
+    ELSEWHERE,
+    LINKED,
+    NONE,
+    AccessModel,
+    ContextIndex,
+    PatientProfile,
+    UserProfile,
+)
+from egide.detect.cases import Finding
+from egide.detect.features import PairDay, StreamState, UserDay
+from egide.detect.settings import DetectSettings
+
+
+@dataclass(slots=True)
+class Uncovered:
+    ud: UserDay
+    user: UserProfile
+    patient: str
+    pair: PairDay
+    treating: set[str]
+    wrote: bool
+    night: bool
+    # Within an hour of the night's bounds (shift changes): judged by day and by night.
+    twilight: bool
+
+
+def build_model(
+    state: StreamState, index: ContextIndex, settings: DetectSettings
+) -> tuple[AccessModel, list[Uncovered], list[Finding]]:
+    """One pass over every (user, patient, day): the access model, the accesses no care link
+    covers, and self-access findings (which no care link excuses)."""
+    model = AccessModel()
+    uncovered: list[Uncovered] = []
+    selfs: list[Finding] = []
+    before = settings.care_before_hours * 3600
+    patients = index.patients
+    covered = index.covered
+    treating_of = index.treating
+    night_start, night_end = settings.night_hours
+    twilight_hours = {night_start - 1, night_start, night_end - 1, night_end}
+    days = state.days
+    # Who treats a patient is looked up once per patient and day (the whole day), not once
+    # per user: a patient's day is shared by the nurse, the doctor, the laboratory...
+    treating_cache: dict[tuple[str, int], set[str]] = {}
+    for ud in days.values():
+        if not ud.pairs:
+            continue
+        user = index.user(ud.user)
+        uid, department = user.id, user.department
+        # The day's counts, added to the model at once (AccessModel.add_day).
+        per_key: dict[tuple[str, bool, bool], int] = {}
+        per_night: dict[bool, int] = {}
+        # Documenting the same day or the next (a result entered after midnight).
+        documented = _documented(ud)
+        later = days.get((ud.user, ud.day + 1))
+        if later is not None and later.writes:
+            documented = documented | _documented(later)
+        day_start = ud.day * DAY
+        for patient_id, pair in ud.pairs.items():
+            wrote = patient_id in documented
+            hour = int(pair.first % DAY) // 3600
+            night = hour >= night_start or hour < night_end
+            per_night[night] = per_night.get(night, 0) + 1
+            info = patients.get(patient_id)
+            if (info is not None and info.employee == uid) or covered(
+                uid, department, patient_id, pair.first, pair.last, before
+            ):
+                key = (LINKED, wrote, night)
+                per_key[key] = per_key.get(key, 0) + 1
+                if info is not None and info.employee == uid:
+                    selfs.append(_self_finding(user, info, pair))
+                continue
+            treating = treating_cache.get((patient_id, ud.day))
+            if treating is None:
+                treating = treating_cache[(patient_id, ud.day)] = treating_of(
+                    patient_id, day_start, day_start + DAY
+                )
+            for cat in (*treating, ELSEWHERE) if treating else (NONE,):
+                key = (cat, wrote, night)
+                per_key[key] = per_key.get(key, 0) + 1
+            uncovered.append(
+                Uncovered(
+                    ud, user, patient_id, pair, treating, wrote, night, hour in twilight_hours
+                )
+            )
+        model.add_day(user, ud.pairs, per_key, per_night)
+    return model, uncovered, selfs
+
+
+def _documented(ud: UserDay) -> set[str | None]:
+    """Patients the user created or updated a record of that day."""
+    return {w[5] for w in ud.writes if w[4] != "delete"}
+
+
+def _self_finding(user: UserProfile, patient: PatientProfile, pair: PairDay) -> Finding:
+    return Finding(
+        kind="self_access",
+        severity="medium",
+        score=0.7,
+        user=user.id,
+        patient=patient.id,
+        first=pair.first,
+        last=pair.last,
+        start=pair.t0,
+        end=pair.t1,
+        events=list(pair.ids),
+        reasons=[
+            (
+                "this user opened their own patient record through their staff account "
+                f"({len(pair.ids)} access{'es' if len(pair.ids) > 1 else ''})"
+            ),
+            "staff see their own record through the patient portal, not the clinical system",
+        ],
+    )
+
+
+def family_match(user: UserProfile, patient: PatientProfile) -> str | None:
+    """A reason when the patient is plausibly a relative or neighbour of the user. A shared
+    surname alone is not one (common names are shared by strangers): it needs the same postal
+    code or address too; the same street address alone means neighbours or household."""
+    same_name = bool(user.family) and user.family == patient.family
+    same_address = bool(user.address) and user.address == patient.address
+    same_postal = bool(user.postal) and user.postal == patient.postal
+    if same_name and same_address:
+        return "same family name and address as the user"
+    if same_name and same_postal:
+        return "same family name and postal code as the user"
+    if same_address:
+        return "same address as the user (a neighbour or a member of the household)"
+    return None
+
+
+def _pathway(item: Uncovered) -> str:
+    """The coarse way of an uncovered access: whose patient, and documenting or reading."""
+    whose = "treated elsewhere" if item.treating else "in no care"
+    return f"({whose}, {'documenting' if item.wrote else 'reading'})"
+
+
+def _habits(uncovered: list[Uncovered]) -> dict[tuple[str, str], set[int]]:
+    """(user, department and whether documenting, or coarse pathway) -> the days this user
+    accessed, without care link, patients that department was treating in that way."""
+    days: dict[tuple[str, str], set[int]] = {}
+    for item in uncovered:
+        day = item.ud.day
+        for dept in item.treating:
+            days.setdefault((item.user.id, f"{dept}/{item.wrote}"), set()).add(day)
+        days.setdefault((item.user.id, _pathway(item)), set()).add(day)
+    return days
+
+
+def relationship_findings(  # noqa: PLR0915 - one decision, its reasons beside it
+    uncovered: list[Uncovered],
+    model: AccessModel,
+    index: ContextIndex,
+    settings: DetectSettings,
+    skip: set[tuple[str, str]],
+    *,
+    unexplained: set[tuple[str, int, str]] | None = None,
+) -> list[Finding]:
+    """Findings for uncovered accesses; `skip` holds (user, patient) pairs another detector
+    owns (break-the-glass). `unexplained`, when given, receives the (user, day, patient) of
+    every access neither a care link nor the peers' norms explain (for the credentials
+    detector: someone else behind an account reads strangers)."""
+    findings: list[Finding] = []
+    snoops: dict[str, list[Finding]] = {}
+    habits = _habits(uncovered)
+    min_total = settings.group_min_pair_days
+    for item in uncovered:
+        user, pair = item.user, item.pair
+        if (user.id, item.patient) in skip:
+            continue
+        info = index.patients.get(item.patient)
+        if info is None:
+            info = PatientProfile(item.patient, "", "", "", False, None, False)  # noqa: FBT003
+        kin = family_match(user, info)
+        share, cat, who = model.share(
+            user, item.treating, item.wrote, night=item.night, min_total=min_total
+        )
+        if item.twilight:
+            share, cat, who = max(
+                (share, cat, who),
+                model.share(
+                    user, item.treating, item.wrote, night=not item.night, min_total=min_total
+                ),
+            )
+        peers = model.peers_on(user, item.patient)
+        habit = max(
+            (len(habits.get((user.id, f"{d}/{item.wrote}"), ())) - 1 for d in item.treating),
+            default=0,
+        )
+        no_peers = share == 0.0 and who.startswith("too few")
+        if no_peers:
+            # No peers to learn from: the user's own pathway on other days is the norm.
+            habit = max(habit, len(habits.get((user.id, _pathway(item)), ())) - 1)
+        by_peers = peers >= settings.peers_ordinary and share >= settings.affinity_ordinary / 5
+        if item.wrote:
+            # Documented care (a consult note, a result): ordinary along a pathway the group
+            # takes, whether its members document or only read there.
+            # (documenting on other departments' patients at all counts: consults).
+            cats = (*item.treating, ELSEWHERE) if item.treating else ()
+            any_share = max(
+                model.share(user, cats, None, night=night, min_total=min_total)[0]
+                for night in ({item.night, not item.night} if item.twilight else {item.night})
+            )
+            share = max(share, any_share)
+            explained = (
+                share >= settings.affinity_ordinary or by_peers or habit >= settings.habit_days
+            )
+        elif kin is None and not info.vip and info.employee is None:
+            explained = (
+                share >= settings.affinity_ordinary or by_peers or habit >= settings.habit_days
+            )
+        else:
+            # A relative's, a coworker's or a VIP's record only read: ordinary work explains it
+            # only when the group reads such patients as a matter of course.
+            # Groups too small to have a norm of their own are judged on the user's own
+            # habit (a resident covering the neighbouring ward every night).
+            small = " of " not in who
+            explained = share >= settings.affinity_sensitive or (
+                small and habit >= settings.habit_days
+            )
+        if explained:
+            continue
+        if unexplained is not None:
+            unexplained.add((user.id, item.ud.day, item.patient))
+        reasons = _reasons(item, user, share, cat, who, peers, info.deceased)
+        n = len(pair.ids)
+        if kin is not None:
+            score = 0.85 if "family name" in kin else 0.75
+            findings.append(_finding("family", "high", score, item, [kin, *reasons]))
+        elif info.employee is not None:
+            reasons.insert(0, "the patient is an employee of the hospital (a coworker)")
+            findings.append(_finding("coworker", "high", 0.8, item, reasons))
+        elif info.vip:
+            reasons.insert(0, "the patient is flagged VIP (a public figure)")
+            findings.append(_finding("vip", "high", 0.82, item, reasons))
+        else:
+            score = 0.6 + 0.2 * (1 - share / settings.affinity_ordinary)
+            if not item.treating:
+                score += 0.05
+            if info.deceased:
+                score += 0.05
+            how = "documenting" if item.wrote else "reading only"
+            reasons.insert(0, f"{n} access{'es' if n > 1 else ''} on this day, {how}")
+            snoops.setdefault(user.id, []).append(
+                _finding("snooping", "medium", min(score, 0.95), item, reasons)
+            )
+    for user_id, items in snoops.items():
+        findings.extend(_snoop_or_exfiltrate(user_id, items, settings))
+    return findings
+
+
+def _reasons(  # noqa: PLR0917 - private, one call site
+    item: Uncovered,
+    user: UserProfile,
+    share: float,
+    cat: str,
+    who: str,
+    peers: int,
+    deceased: bool,
+) -> list[str]:
+    where = (
+        "the patient was in no department's care at the time"
+        if not item.treating
+        else f"the patient was treated by {', '.join(sorted(item.treating))}, "
+        f"not by this user's department ({user.department})"
+    )
+    how = "documenting" if item.wrote else "only reading"
+    whom = "in no one's care" if cat == NONE else f"treated by {cat}"
+    reasons = [
+        "no appointment, admission or care-team link between this user and this patient",
+        where,
+        (
+            f"there are {who}"
+            if who.startswith("too few")
+            else f"{_percent(share)} of the accesses by {who} are {how} on patients {whom}"
+        ),
+        (
+            f"{peers} colleague{'s' if peers != 1 else ''} of the same role and department "
+            "accessed this patient"
+        ),
+    ]
+    if deceased:
+        reasons.append("the patient is deceased")
+    return reasons
+
+
+def _snoop_or_exfiltrate(
+    user_id: str, items: list[Finding], settings: DetectSettings
+) -> list[Finding]:
+    """Many unrelated patients over several days is copying, not curiosity: one exfiltration
+    finding instead of a snooping finding per patient."""
+    patients = {f.patient for f in items}
+    days = {int(f.first // DAY) for f in items}
+    if len(patients) < settings.slow_patients or len(days) < settings.slow_days:
+        return items
+    items.sort(key=lambda f: f.first)
+    events = [e for f in items for e in f.events]
+    per_day = len(patients) / len(days)
+    return [
+        Finding(
+            kind="exfiltration",
+            severity="high",
+            score=min(0.95, 0.75 + 0.005 * len(patients)),
+            user=user_id,
+            patient=None,
+            first=items[0].first,
+            last=items[-1].last,
+            start=items[0].start,
+            end=items[-1].end,
+            events=events,
+            reasons=[
+                (
+                    f"{len(patients)} patients read over {len(days)} days (about {per_day:.0f} a "
+                    "day) with no care link and no colleague of the same role and department "
+                    "touching them: slow extra reading, the pattern of copying records"
+                ),
+                "no appointment, admission or care-team link between this user and these patients",
+            ],
+        )
+    ]
+
+
+def _finding(
+    kind: str, severity: str, score: float, item: Uncovered, reasons: list[str]
+) -> Finding:
+    pair = item.pair
+    return Finding(
+        kind=kind,
+        severity=severity,
+        score=score,
+        user=item.user.id,
+        patient=item.patient,
+        first=pair.first,
+        last=pair.last,
+        start=pair.t0,
+        end=pair.t1,
+        events=list(pair.ids),
+        reasons=reasons,
+    )
+
+
+def _percent(share: float) -> str:
+    if share <= 0:
+        return "none"
+    if share < 0.01:
+        return "under 1%"
+    return f"{share * 100:.0f}%"

@@ -1,0 +1,134 @@
+"""The fast reading path (`Detector.feed_file`: parse, check and fold in one pass) judges every
+line as `read_records` does: the same bad lines with the same numbers and messages, in order,
+and the same aggregates from the good ones, whatever the odd lines around them."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import orjson
+import pytest
+
+from egide.detect.engine import Detector
+from egide.detect.events import BadLine, Context, DetectFormatError, read_records
+from egide.detect.features import StreamState
+
+
+def _event(i: int, **changes: object) -> dict[str, object]:
+    event: dict[str, object] = {
+        "id": f"e{i}",
+        "time": f"2026-03-02T10:{i % 60:02d}:{(7 * i) % 60:02d}Z",
+        "user": f"u{i % 3}",
+        "action": ("read", "login", "update", "export", "login_failed")[i % 5],
+        "outcome": "success",
+        "patient": f"p{i % 7}",
+        "resource_type": "Observation",
+        "count": 1 + i % 4,
+        "ip": f"10.0.{i % 2}.{i % 5}",
+        "device": f"ws-{i % 4}",
+        "purpose": None,
+    }
+    event.update(changes)
+    return event
+
+
+ODD_LINES: list[bytes] = [
+    b"{not json",
+    b"",
+    b"   ",
+    b"[1, 2]",
+    b'"a string"',
+    b"42",
+    orjson.dumps({"time": "2026-03-02T10:00:00Z", "user": "u", "action": "read"}),
+    orjson.dumps(_event(900, user="")),
+    orjson.dumps(_event(901, patient=7)),
+    orjson.dumps(_event(902, outcome="maybe")),
+    orjson.dumps(_event(903, count=-1)),
+    orjson.dumps(_event(904, count=True)),
+    orjson.dumps(_event(905, count=None)),
+    orjson.dumps(_event(906, outcome=None)),
+    orjson.dumps(_event(907, time="yesterday")),
+    orjson.dumps(_event(908, time="2026-03-02T10:99:00Z")),
+    orjson.dumps(_event(909, time="2026-03-02T12:00:05+02:00")),
+    orjson.dumps(_event(910, time="2026-03-02T10:00:05.250Z")),
+    orjson.dumps(_event(911, time="2026-03-02T10:00:75Z")),
+    orjson.dumps({"id": "e912", "time": "2026-03-02T10:01:00Z", "user": "u1", "action": "read"}),
+    orjson.dumps({**_event(913), "extra": [1, 2]}),
+    orjson.dumps({"purpose": "x", **_event(914)}),
+    orjson.dumps(_event(915, action="teleport")),
+    orjson.dumps(_event(916, ip=None, device=None)),
+]
+
+
+def _write(path: Path, *, tail: bytes) -> None:
+    lines = [orjson.dumps(_event(i)) for i in range(400)]
+    for k, odd in enumerate(ODD_LINES):
+        lines.insert(5 + 13 * k, odd)
+    data = b"\n".join(lines) + b"\n" + tail
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+
+
+def _state_view(state: StreamState) -> object:
+    days = [
+        (
+            key,
+            ud.n,
+            ud.records,
+            ud.hours,
+            ud.other,
+            [(p, x.first, x.last, x.t0, x.t1, x.ids) for p, x in ud.pairs.items()],
+            [
+                (k, s.device, s.ip, sorted(s.ips), s.first, s.last, s.t0, s.t1, s.ids, s.n)
+                for k, s in ud.sessions.items()
+            ],
+            ud.exports,
+            ud.writes,
+            ud.break_glass,
+            ud.auth,
+        )
+        for key, ud in state.days.items()
+    ]
+    return (
+        days,
+        state.failures,
+        state.events,
+        state.unknown_actions,
+        state.first_ts,
+        state.last_ts,
+    )
+
+
+@pytest.mark.parametrize("tail", [b"", b"{broken tail", orjson.dumps(_event(999))])
+@pytest.mark.parametrize("name", ["events.jsonl", "events.jsonl.gz"])
+@pytest.mark.parametrize("chunk", [64, 1 << 20])
+def test_feed_file_judges_lines_as_read_records(
+    tmp_path: Path, tail: bytes, name: str, chunk: int
+) -> None:
+    path = tmp_path / name
+    _write(path, tail=tail)
+    slow = Detector(Context())
+    expected_bad: list[BadLine] = []
+    good = []
+    for item in read_records(path, chunk_bytes=chunk):
+        if isinstance(item, BadLine):
+            expected_bad.append(item)
+        else:
+            good.append(item)
+    slow.feed_records(good)
+    fast = Detector(Context())
+    bad: list[BadLine] = []
+    from egide.detect.features import ingest_file  # noqa: PLC0415 - the chunked reader
+
+    n = ingest_file(fast.state, path, on_bad=bad.append, chunk_bytes=chunk)
+    assert bad == expected_bad
+    assert len(bad) == 12 + (tail == b"{broken tail")
+    assert n == len(good)
+    assert _state_view(fast.state) == _state_view(slow.state)
+    assert fast.finish() == slow.finish()
+
+
+def test_feed_records_refuses_a_bad_record() -> None:
+    detector = Detector(Context())
+    with pytest.raises(DetectFormatError, match="'user'"):
+        detector.feed_records([_event(1, user=None)])
