@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, and_, case, delete, exists, func, or_, select
+from sqlalchemy import Select, and_, case, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from egide.access.masking import carry_masked, mask
@@ -1365,23 +1365,27 @@ class Repository:
         for value in criterion.values:
             if isinstance(value, ReferenceValue):
                 ref_type = value.ref_type or ("Patient" if criterion.param == "patient" else None)
+                # `id IN (SELECT ...)` rather than a correlated EXISTS, for the reason given
+                # in `_all_tokens`: the index leads with (resource_type, param, ref_id).
                 cond = and_(
                     SearchReference.resource_type == resource_type,
-                    SearchReference.resource_id == ResourceHead.id,
                     SearchReference.param == criterion.param,
                     SearchReference.ref_id == value.ref_id,
                 )
                 if ref_type is not None:
                     cond = and_(cond, SearchReference.ref_type == ref_type)
-                alternatives.append(exists().where(cond))
+                alternatives.append(
+                    ResourceHead.id.in_(select(SearchReference.resource_id).where(cond))
+                )
             elif isinstance(value, DateValue) and not param.secret:
                 low, high = _date_bounds(value)
                 alternatives.append(
-                    exists().where(
-                        SearchDate.resource_type == resource_type,
-                        SearchDate.resource_id == ResourceHead.id,
-                        SearchDate.param == criterion.param,
-                        _date_match(value.prefix, SearchDate.low, SearchDate.high, low, high),
+                    ResourceHead.id.in_(
+                        select(SearchDate.resource_id).where(
+                            SearchDate.resource_type == resource_type,
+                            SearchDate.param == criterion.param,
+                            _date_match(value.prefix, SearchDate.low, SearchDate.high, low, high),
+                        )
                     )
                 )
             else:
