@@ -14,6 +14,7 @@ from egide.cli.runtime import Services
 from egide.core.principal import Principal
 from egide.db.engine import transaction
 from egide.records.repository import repository_for
+from egide.records.visibility import research_opted_out
 from tests.helpers import issue_token
 from tests.integration.access_support import (
     appointment,
@@ -184,3 +185,30 @@ def test_a_scope_limited_token_gets_a_filtered_system_history(
         items, total = repo.history(None, None, count=50, offset=0)
     assert total == len(items) == 1
     assert {(i.resource_type, i.id) for i in items} == {("Observation", obs)}
+
+
+def test_a_patient_opts_out_of_research_and_back_in(
+    client: TestClient, services: Services, service_token: str
+) -> None:
+    """A research Consent (scope `research`, provision deny) written by the patient puts them
+    on the opt-out list the pseudonymised research export reads; withdrawing it takes them
+    off at once; another patient is never on it."""
+    me, other = new_patient(client, service_token), new_patient(client, service_token, "Autre")
+    mine = issue_token(services, "patient", patient_id=me)
+    research = {
+        **consent(me),
+        "scope": {"coding": [{"code": "research"}]},
+        "provision": {"type": "deny"},
+    }
+    written = client.post("/fhir/Consent", json=research, headers=headers(mine))
+    assert written.status_code == 201
+
+    def opted_out() -> set[str]:
+        with transaction(services.session_factory) as session:
+            return research_opted_out(session, [me, other], clock_of(services).now())
+
+    assert opted_out() == {me}
+    withdrawn = {**written.json(), "status": "inactive"}
+    path = f"/fhir/Consent/{withdrawn['id']}"
+    assert client.put(path, json=withdrawn, headers=headers(mine)).status_code == 200
+    assert opted_out() == set()

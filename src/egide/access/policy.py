@@ -12,7 +12,6 @@ from egide.access.rules import (
     Obligation,
     Operation,
     Rule,
-    TypeSet,
     may_ever,
     rules_for,
 )
@@ -29,6 +28,7 @@ __all__ = [
     "has_permission",
     "may_search_type",
     "may_write_type",
+    "needs_context",
     "search_plan",
 ]
 
@@ -111,6 +111,18 @@ def may_search_type(principal: Principal, resource_type: str, *, patient_data: b
     if may_ever(role, resource_type, Operation.SEARCH):
         return Decision.allow(f"role {role} may search {resource_type} within its reach")
     return Decision.deny(f"role {role} may not search {resource_type} resources")
+
+
+def needs_context(principal: Principal, resource_type: str, operation: Operation) -> bool:
+    """Whether any fact (a care link, a consent, a label) could change `decide`'s answer:
+    not for a role the consent does not bind whose every applicable rule needs no
+    relationship (an integration service). The records room then skips gathering facts,
+    which on a bulk feed would cost queries and a flush per write."""
+    role = _role(principal)
+    if role is None or role not in CONSENT_EXEMPT:
+        return True
+    rules = rules_for(role, resource_type, operation)
+    return not rules or not all(Relationship.ANY in r.relationships for r in rules)
 
 
 def _own(principal: Principal, role: Role, target: Target) -> CareFact | None:
@@ -281,10 +293,6 @@ def _scope_types(principal: Principal, operation: Operation) -> frozenset[str] |
             return None
         types.add(parsed.resource_type)
     return frozenset(types)
-
-
-def type_sets(plan: SearchPlan) -> tuple[TypeSet, ...]:
-    return tuple(rule.types for rule in plan.rules)
 
 
 def decide_access_report(principal: Principal, patient_id: str) -> Decision:

@@ -71,7 +71,8 @@ _ORDER_KIND_OF_ROLE = {
     Role.PHARMACIST: LinkKind.ORDER_MEDICATION,
     Role.RADIOLOGY: LinkKind.ORDER_IMAGING,
 }
-_CLINICIANS = frozenset({Role.NURSE, Role.PHYSICIAN, Role.RESIDENT})
+# The roles care links give relationships to (and whose writes could hand them one).
+CLINICIANS = frozenset({Role.NURSE, Role.PHYSICIAN, Role.RESIDENT})
 # Links that end with the stay and then hold for the grace period.
 _GRACED = frozenset(
     {LinkKind.APPOINTMENT, LinkKind.CARE_TEAM, LinkKind.ENCOUNTER, LinkKind.EPISODE}
@@ -124,7 +125,7 @@ def is_active(link: Link, now: dt.datetime, windows: Windows) -> bool:
 def relationship_of(role: Role, link: Link, actors: frozenset[str]) -> Relationship | None:
     """The relationship `link` gives a principal of `role` whose actors are `actors`, if any."""
     if link.kind in _CARE_KINDS:
-        if role not in _CLINICIANS or link.actor not in actors:
+        if role not in CLINICIANS or link.actor not in actors:
             return None
         return (
             Relationship.DEPARTMENT
@@ -146,7 +147,7 @@ def relationship_of(role: Role, link: Link, actors: frozenset[str]) -> Relations
 def link_kinds_for(role: Role) -> frozenset[LinkKind]:
     """The link kinds that can ever give `role` a relationship (the SQL filter's shortlist)."""
     kinds: set[LinkKind] = {LinkKind.BREAK_GLASS}
-    if role in _CLINICIANS:
+    if role in CLINICIANS:
         kinds |= _CARE_KINDS
     if role is Role.PATIENT:
         kinds.add(LinkKind.GUARDIAN)
@@ -212,9 +213,9 @@ def requirements(
     equal for random links)."""
     people = frozenset(a for a in actors if not a.startswith("Organization/"))
     departments = actors - people
-    if relationship is Relationship.PERSONAL and role in _CLINICIANS:
+    if relationship is Relationship.PERSONAL and role in CLINICIANS:
         return (LinkRequirement(_CARE_KINDS, people),)
-    if relationship is Relationship.DEPARTMENT and role in _CLINICIANS:
+    if relationship is Relationship.DEPARTMENT and role in CLINICIANS:
         return (LinkRequirement(_CARE_KINDS, departments),)
     if relationship is Relationship.GUARDIAN and role is Role.PATIENT:
         return (LinkRequirement(frozenset({LinkKind.GUARDIAN}), actors),)

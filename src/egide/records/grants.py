@@ -443,11 +443,39 @@ def assign(
         raise refused(NotFound(f"Patient/{patient_id} is not known"), "no such patient")
     if practitioner_id is not None and not _exists(session, "Practitioner", practitioner_id):
         raise refused(NotFound(f"Practitioner/{practitioner_id} is not known"))
+    return _grant(
+        session,
+        principal,
+        clock=clock,
+        kind=LinkKind.ASSIGNMENT,
+        patient_id=patient_id,
+        actor=actor,
+        lasting=dt.timedelta(days=days),
+        words=words,
+        says=lambda grant, until: (
+            f"assignment {grant.id}: {actor} treats this patient until {until}"
+        ),
+    )
+
+
+def _grant(
+    session: Session,
+    principal: Principal,
+    *,
+    clock: Clock,
+    kind: LinkKind,
+    patient_id: str,
+    actor: str,
+    lasting: dt.timedelta,
+    words: str,
+    says: Callable[[Grant, str], str],
+) -> Granted:
+    """Store an assignment or investigation and ledger it in the same transaction."""
     now = clock.now()
-    until = now + dt.timedelta(days=days)
+    until = now + lasting
     grant = _store(
         session,
-        kind=LinkKind.ASSIGNMENT,
+        kind=kind,
         patient_id=patient_id,
         actor=actor,
         valid_from=now,
@@ -465,7 +493,7 @@ def assign(
             resource_type="Patient",
             resource_id=patient_id,
             purpose=words,
-            reasons=(f"assignment {grant.id}: {actor} treats this patient until {_until(until)}",),
+            reasons=(says(grant, _until(until)),),
         ),
     )
     return Granted(grant, entry)
@@ -513,37 +541,20 @@ def open_investigation(
         raise refused(exc) from None
     if not _patient_exists(session, patient_id):
         raise refused(NotFound(f"Patient/{patient_id} is not known"), "no such patient")
-    now = clock.now()
-    until = now + dt.timedelta(hours=hours)
-    grant = _store(
+    return _grant(
         session,
+        principal,
+        clock=clock,
         kind=LinkKind.INVESTIGATION,
         patient_id=patient_id,
         actor=f"user:{officer_id}",
-        valid_from=now,
-        valid_to=until,
-        granted_by=principal.id,
-        reason=words,
-    )
-    entry = append(
-        session,
-        principal=principal,
-        clock=clock,
-        act=Act(
-            Action.ACCESS_GRANT,
-            patient=patient_id,
-            resource_type="Patient",
-            resource_id=patient_id,
-            purpose=words,
-            reasons=(
-                (
-                    f"investigation {grant.id}: security officer {officer_id} may read this "
-                    f"patient's record until {_until(until)}"
-                ),
-            ),
+        lasting=dt.timedelta(hours=hours),
+        words=words,
+        says=lambda grant, until: (
+            f"investigation {grant.id}: security officer {officer_id} may read this "
+            f"patient's record until {until}"
         ),
     )
-    return Granted(grant, entry)
 
 
 # -- listing and ending ------------------------------------------------------------------------

@@ -32,9 +32,10 @@ from egide.access.policy import (
     decide,
     may_search_type,
     may_write_type,
+    needs_context,
     search_plan,
 )
-from egide.access.relationships import Relationship, Windows
+from egide.access.relationships import CLINICIANS, Relationship, Windows
 from egide.access.rules import Obligation
 from egide.access.scopes import scope_allows_any
 from egide.core.clock import Clock
@@ -96,8 +97,6 @@ from egide.records.visibility import (
     visible_rows,
 )
 
-# Roles whose writes could hand themselves a care link (access.relationships: clinicians).
-_CLINICAL_WRITERS = frozenset({"nurse", "physician", "resident"})
 ORG_KEY_OWNER = "_org"  # the data key for resources outside every patient compartment
 # Served by api.audit from the ledger, never stored as ordinary resources.
 LEDGER_TYPES = frozenset({"AuditEvent"})
@@ -312,15 +311,14 @@ class Repository:
 
         `labels`: the security-label tokens of the resource; read from the index for a stored
         resource when not given (the labels of a body being written are given)."""
-        if labels is None:
-            labels = (
-                labels_of(self.session, [(resource_type, resource_id)])[
+        facts: PatientFacts | None = None
+        if needs_context(self.principal, resource_type, operation):
+            if labels is None and resource_id is not None:
+                labels = labels_of(self.session, [(resource_type, resource_id)])[
                     (resource_type, resource_id)
                 ]
-                if resource_id is not None
-                else set()
-            )
-        facts = self._facts([patient_id]).get(patient_id) if patient_id else None
+            facts = self._facts([patient_id]).get(patient_id) if patient_id else None
+        labels = labels or set()
         decision = self._decide(operation, resource_type, patient_id, labels=labels, facts=facts)
         if not decision.allowed:
             hidden = resource_id is not None or operation is Operation.READ
@@ -367,7 +365,7 @@ class Repository:
         """
         if resource_type not in LINKED_TYPES or patient_id is None:
             return
-        if self.principal.role not in _CLINICAL_WRITERS:
+        if self.principal.role not in CLINICIANS:
             return
         found = extract(
             resource_type,

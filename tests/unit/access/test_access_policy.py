@@ -325,3 +325,20 @@ def test_admin_and_researcher_have_no_patient_data_rule() -> None:
     assert RULES[Role.ADMIN] == ()
     assert RULES[Role.RESEARCHER] == ()
     assert ROLE_PERMISSIONS[Role.RESEARCHER] == frozenset()
+
+
+def test_only_a_consent_exempt_role_with_relationship_free_rules_skips_the_facts() -> None:
+    """`needs_context` lets the records room skip gathering facts; it may say so only where
+    no fact can change the answer, which the decision itself confirms."""
+    from egide.access.policy import AccessContext, needs_context  # noqa: PLC0415
+    from egide.access.relationships import CareFact, Relationship  # noqa: PLC0415
+
+    service = Principal(id="s", role="service")
+    assert not needs_context(service, "Observation", Operation.READ)
+    for role in ("physician", "secretary", "patient", "dpo", "lab", "no-such-role"):
+        assert needs_context(Principal(id="x", role=role), "Patient", Operation.READ)
+    # Where it says "not needed", facts indeed change nothing.
+    denied = AccessContext((CareFact(Relationship.PERSONAL, "r"),), ("consent refuses",))
+    target = Target("Observation", "p1", restricted=True)
+    assert decide(service, Operation.READ, target, denied).allowed
+    assert decide(service, Operation.READ, target).allowed
