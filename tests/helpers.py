@@ -31,6 +31,10 @@ def make_settings(data_dir: Path, database_url: str | None = None, **extra: obje
         # Cheap password hashing likewise (production: OWASP's m=19 MiB, t=2).
         "argon2_memory_kib": 64,
         "argon2_iterations": 1,
+        # Live detection reads the ledger in the background and appends its own entries:
+        # off unless a test is about it (tests/integration/test_detect_live*.py), so other
+        # tests see only the entries their own acts wrote.
+        "detect_live": False,
     }
     values.update(extra)
     return Settings.model_validate(values)

@@ -14,11 +14,24 @@ from egide.api.context import ApiContext
 from egide.cli.main import build
 from egide.cli.runtime import Services, background_pass, open_services, open_witness, witness_pusher
 from egide.core.settings import load_settings
+from egide.detect.settings import DetectSettings
+from egide.incidents.live import LiveDetection
 from egide.web import access_views as web_access
+from egide.web import alert_views as web_alerts
 from egide.web import oauth as web_oauth
 from egide.web import passkey_views as web_passkeys
 from egide.web import views as web_views
 from egide.web.context import WebContext, derive_csrf_key
+
+
+def live_detection(services: Services) -> LiveDetection:
+    """The ledger-to-detector feed, with the hospital's time zone for nights and hours."""
+    return LiveDetection(
+        session_factory=services.session_factory,
+        records=services.records,
+        settings=services.settings,
+        detect_settings=DetectSettings(timezone=services.settings.detect_timezone),
+    )
 
 
 def api_for(services: Services) -> FastAPI:
@@ -36,6 +49,11 @@ def api_for(services: Services) -> FastAPI:
         background_interval=services.settings.checkpoint_interval_seconds,
         ledger_vkey=services.signer.verifier_key(),
         witness=open_witness(services),
+        # Live behavioural detection (issue 6): the ledger flows to the detector in
+        # micro-batches; alerts go to the security officer, critical ones may contain the
+        # account (EGIDE_DETECT_RESPONSE).
+        live=live_detection(services).step if services.settings.detect_live else None,
+        live_interval=services.settings.detect_interval_seconds,
     )
     app = create_api(ctx)
     # The server-rendered pages at `/` (sign-in, account); they authenticate with the session
@@ -55,6 +73,7 @@ def api_for(services: Services) -> FastAPI:
     # SMART App Launch 2: the authorization endpoint is a page (sign-in and consent).
     web_oauth.install(app)
     web_access.install(app)  # the break-the-glass page (issue 5)
+    web_alerts.install(app)  # the security officer's alert pages (issue 6)
     return app
 
 

@@ -426,7 +426,9 @@ def test_the_officer_is_alerted_at_once_and_triages_the_alert(
     assert "no appointment, admission" in alert["reasons"][1]
     assert REASON not in " ".join(alert["reasons"])  # the words stay in the ledger
     assert set(alert) >= {"id", "kind", "severity", "score", "start", "end", "events", "reasons"}
-    assert client.get(f"{ALERT_PATH}/{alert['id']}", headers=officer).json() == alert
+    detail = client.get(f"{ALERT_PATH}/{alert['id']}", headers=officer).json()
+    assert {k: v for k, v in detail.items() if k != "evidence"} == alert
+    assert [e["id"] for e in detail["evidence"]["entries"]] == alert["events"]
 
     ack = client.patch(
         f"{ALERT_PATH}/{alert['id']}", json={"status": "acknowledged"}, headers=officer

@@ -1,11 +1,8 @@
-"""Break-the-glass, investigation grants and the security officer's alerts, under `/api`.
+"""Break-the-glass and investigation grants, under `/api` (the alerts: `api.alerts`).
 
 | route | who | what |
 |---|---|---|
 | `POST /api/break-glass` | a signed-in clinician, stepped up | open a record in an emergency |
-| `GET /api/alerts` | the security officer | alerts, filtered (status, kind, severity...) |
-| `GET /api/alerts/{id}` | the security officer | one alert |
-| `PATCH /api/alerts/{id}` | the security officer | triage: `{"status": ...}` |
 | `POST /api/investigations` | the data-protection officer | an officer reads one record |
 
 Break-the-glass authenticates with the web session only (the `__Host-egide_session` cookie of
@@ -14,8 +11,8 @@ cross-site form cannot send): it needs a second factor checked within the step-u
 5, item 5; OWASP ASVS 5.0 V7.5.3), and an API bearer token has no second factor to step up
 with, so a request carrying one is refused (403, OperationOutcome) and the refusal ledgered.
 The other routes take bearer tokens like the rest of the API. A refusal that depends only on
-the caller's role answers 403; an unknown alert 404. Every grant, refusal and triage is in the
-ledger (DESIGN.md contract 2). Errors are FHIR OperationOutcomes, like every API error.
+the caller's role answers 403. Every grant and refusal is in the ledger (DESIGN.md contract
+2). Errors are FHIR OperationOutcomes, like every API error.
 """
 
 from __future__ import annotations
@@ -192,68 +189,6 @@ async def break_glass(request: Request) -> JSONResponse:
         ),
     )
     return _json({"grant": grant_document(granted.grant), "alert": alert.id}, 201)
-
-
-# --- alerts --------------------------------------------------------------------------------------
-
-
-async def _officer(request: Request, principal: Principal) -> Principal:
-    if alerts.may_manage_alerts(principal):
-        return principal
-    message = f"role {principal.role} may not read or triage alerts"
-
-    def refuse(_session: Session) -> None:
-        raise _refusal(principal, _ctx(request), Action.READ, message)
-
-    await _tx(request, refuse)
-    raise AssertionError  # pragma: no cover - refuse always raises
-
-
-@router.get("/alerts")
-async def list_alerts(  # noqa: PLR0917 - FastAPI passes the query parameters by name
-    request: Request,
-    status: str | None = None,
-    kind: str | None = None,
-    severity: str | None = None,
-    user: str | None = None,
-    patient: str | None = None,
-    principal: Principal = Depends(principal_of),
-) -> JSONResponse:
-    """The alerts, most suspicious first (DESIGN.md Alert format plus triage fields)."""
-    await _officer(request, principal)
-    found = await _tx(
-        request,
-        lambda s: alerts.list_alerts(
-            s, status=status, kind=kind, severity=severity, user=user, patient=patient
-        ),
-    )
-    return _json({"alerts": [a.document() for a in found]})
-
-
-@router.get("/alerts/{alert_id}")
-async def get_alert(
-    request: Request, alert_id: str, principal: Principal = Depends(principal_of)
-) -> JSONResponse:
-    await _officer(request, principal)
-    found = await _tx(request, lambda s: alerts.get_alert(s, alert_id=alert_id))
-    return _json(found.document())
-
-
-@router.patch("/alerts/{alert_id}")
-async def update_alert(
-    request: Request, alert_id: str, principal: Principal = Depends(principal_of)
-) -> JSONResponse:
-    """Triage: `{"status": "acknowledged"}` (or false_positive, confirmed, open); ledgered."""
-    await _officer(request, principal)
-    body = await _json_object(request)
-    clock = _ctx(request).records.clock
-    changed = await _tx(
-        request,
-        lambda s: alerts.set_status(
-            s, principal, alert_id=alert_id, status=body.get("status"), clock=clock
-        ),
-    )
-    return _json(changed.document())
 
 
 # --- investigations ------------------------------------------------------------------------------

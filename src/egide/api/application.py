@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from egide.api import access, audit, fhir, ledger, oauth, report, witness
+from egide.api import access, alerts, audit, fhir, ledger, oauth, report, witness
 from egide.api.context import ApiContext
 from egide.api.responses import (
     egide_error_handler,
@@ -36,24 +36,30 @@ SECURITY_HEADERS = {
 logger = logging.getLogger("egide.api")
 
 
-async def _repeat(ctx: ApiContext) -> None:
-    assert ctx.background is not None
+async def _repeat(work: Callable[[], object], interval: float, what: str) -> None:
     while True:
-        await asyncio.sleep(ctx.background_interval)
+        await asyncio.sleep(interval)
         try:
-            await run_in_threadpool(ctx.background)
+            await run_in_threadpool(work)
         except Exception:
-            logger.exception("background task failed")
+            logger.exception("%s failed", what)
 
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     ctx: ApiContext = app.state.egide
-    task = asyncio.create_task(_repeat(ctx)) if ctx.background is not None else None
+    tasks = []
+    if ctx.background is not None:
+        tasks.append(
+            asyncio.create_task(_repeat(ctx.background, ctx.background_interval, "background"))
+        )
+    if ctx.live is not None:
+        # Live detection (issue 6): every ledger entry to the detector, in micro-batches.
+        tasks.append(asyncio.create_task(_repeat(ctx.live, ctx.live_interval, "live detection")))
     try:
         yield
     finally:
-        if task is not None:
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -90,7 +96,8 @@ def create_api(ctx: ApiContext) -> FastAPI:
         """Liveness for load balancers; says nothing about data."""
         return JSONResponse({"status": "ok", "version": ctx.version})
 
-    access.install(app)  # break-the-glass, alerts, investigations (issue 5)
+    access.install(app)  # break-the-glass, investigations (issue 5)
+    alerts.install(app)  # the security officer's alerts (issue 6)
     audit.install(app)
     oauth.install(app)  # before fhir: /fhir/.well-known/... is not a resource read
     fhir.install(app)

@@ -24,6 +24,10 @@ class ApiContext:
     # `background_interval` seconds, off the event loop.
     background: Callable[[], object] | None = None
     background_interval: float = 10.0
+    # Live behavioural detection: one step (ledger entries since the last one -> detector ->
+    # alerts) every `live_interval` seconds, off the event loop; None: off.
+    live: Callable[[], object] | None = None
+    live_interval: float = 0.25
     # The ledger's signed-note verifier key (C2SP vkey), served at /api/ledger/public-key and
     # used to self-check proofs against signed roots before they are served.
     ledger_vkey: str | None = None

@@ -19,8 +19,10 @@ import typer
 from rich.table import Table
 
 from egide.cli.console import cli_errors, err, fail, out, progress
+from egide.detect.clock import UnknownZoneError
 from egide.detect.engine import Detector
 from egide.detect.events import SEVERITIES, Alert, BadLine, load_context, write_alerts
+from egide.detect.settings import DetectSettings
 
 detect_app = typer.Typer(no_args_is_help=True, help="Behavioural detection of misuse.")
 
@@ -34,12 +36,23 @@ def run(
     context: Path = typer.Option(..., help="detection context (JSON)"),
     out_path: Path = typer.Option(..., "--out", help="where to write the alerts (.jsonl)"),
     strict: bool = typer.Option(False, help="refuse the file at the first bad line"),
+    timezone: str | None = typer.Option(
+        None,
+        help="the hospital's time zone (IANA name, e.g. Europe/Paris) for judging hours; "
+        "default: the context's, else UTC",
+    ),
 ) -> None:
     """Detect misuse in an events file; write alerts; print a summary."""
+    settings = DetectSettings()
+    if timezone is not None:
+        try:
+            settings = DetectSettings(timezone=timezone)
+        except UnknownZoneError as exc:
+            fail(f"--timezone: {exc}")
     ctx = load_context(context)
     if not events.is_file():
         fail(f"no such events file: {events}")
-    detector = Detector(ctx)
+    detector = Detector(ctx, settings)
     size = events.stat().st_size
     bad = 0
     with progress() as bar:

@@ -231,6 +231,9 @@ def demo(
             Act(Action.TOKEN_CREATE, count=2, reasons=("demo tokens",)),
         )
     staff_login = _demo_staff_account(services, summary.physicians)
+    officer_login = _demo_account(
+        services, email=DEMO_OFFICER_EMAIL, name="Sam Sécurité", role="security_officer"
+    )
     base = f"http://{host}:{port}"
     out.print(f"""
 [bold]Égide demo clinic[/bold] — {summary.describe()}
@@ -246,6 +249,10 @@ def demo(
 
   Sign in at {base}/login (staff: a TOTP authenticator app is enrolled at first sign-in):
 {staff_login}
+  The security officer (alerts of the live misuse detection at {base}/alerts):
+{officer_login}
+  To see an alert: try a wrong password on the physician's account ten times, then sign in
+  as the officer (detection learns the clinic's normal from the ledger as it runs).
 
   Try:
 curl -H "Authorization: Bearer {service_token}" "{base}/fhir/Patient?family=martin"
@@ -258,6 +265,7 @@ curl -H "Authorization: Bearer {patient_token}" "{base}/fhir/Observation"
 
 
 DEMO_STAFF_EMAIL = "dr.demo@clinic.example"
+DEMO_OFFICER_EMAIL = "security@clinic.example"
 
 
 def busiest_practitioner(session: Session, candidates: Sequence[str]) -> str | None:
@@ -284,6 +292,21 @@ def _demo_staff_account(services: Services, physicians: Sequence[str]) -> str:
 
     It is one of the seeded physicians (the one with the most care links), so signing in shows
     access following care: their patients' records open, the others' answer 404."""
+    with transaction(services.session_factory) as session:
+        practitioner = busiest_practitioner(session, physicians)
+    return _demo_account(
+        services,
+        email=DEMO_STAFF_EMAIL,
+        name="Dr Camille Demo",
+        role="physician",
+        practitioner=practitioner,
+    )
+
+
+def _demo_account(
+    services: Services, *, email: str, name: str, role: str, practitioner: str | None = None
+) -> str:
+    """A demo account with a fresh random password (96 random bits), printed once."""
     from egide.identity.accounts import (  # noqa: PLC0415 - demo only
         accept_invitation,
         create_account,
@@ -292,21 +315,20 @@ def _demo_staff_account(services: Services, physicians: Sequence[str]) -> str:
 
     clock = services.records.clock
     with transaction(services.session_factory) as session:
-        if find_account(session, email=DEMO_STAFF_EMAIL) is not None:
-            return f"    {DEMO_STAFF_EMAIL} (password printed when it was created)"
-        practitioner = busiest_practitioner(session, physicians)
+        if find_account(session, email=email) is not None:
+            return f"    {email} (password printed when it was created)"
         _account, invitation = create_account(
             session,
-            email=DEMO_STAFF_EMAIL,
-            name="Dr Camille Demo",
-            role="physician",
+            email=email,
+            name=name,
+            role=role,
             practitioner_id=practitioner,
             clock=clock,
             settings=services.settings,
             envelope=services.records.envelope,
             actor=OPERATOR,
         )
-        password = secrets.token_urlsafe(12)  # 96 random bits
+        password = secrets.token_urlsafe(12)
         accept_invitation(
             session,
             token=invitation,
@@ -316,7 +338,7 @@ def _demo_staff_account(services: Services, physicians: Sequence[str]) -> str:
             ip=None,
             device="egide demo",
         )
-    return f"    email {DEMO_STAFF_EMAIL}   password {password}"
+    return f"    email {email}   password {password}"
 
 
 def build(asgi_factory: AsgiFactory) -> typer.Typer:

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import tomllib
+import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from egide.core.errors import BadRequest
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_WITNESS_NAME = "egide.local/witness"
+DETECT_RESPONSES = ("disable_account", "require_step_up", "revoke_sessions")
 DEFAULT_WEBAUTHN_ORIGIN = "http://localhost:8000"  # `egide serve` on its default port
 # A C2SP signed-note key name: printable, no space, no "+".
 _KEY_NAME = re.compile(r"[\x21-\x2a\x2c-\x7e]{1,200}")
@@ -108,6 +110,18 @@ class Settings(BaseModel):
     witness_urls: list[str] = Field(default_factory=list)
     witness_keys: list[str] = Field(default_factory=list)
     witness_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    # --- Live behavioural detection (issue 6, docs/detection.md): the server feeds each new
+    # ledger entry to the detector every `detect_interval_seconds`, keeping a window of
+    # `detect_window_days` of history (per-user and peer baselines are learned from it).
+    detect_live: bool = True
+    detect_interval_seconds: float = Field(default=0.25, gt=0, le=60)
+    detect_window_days: int = Field(default=28, ge=1, le=400)
+    # The hospital's time zone (IANA name): nights and unusual hours are judged in local time.
+    detect_timezone: str = Field(default="UTC", min_length=1, max_length=64)
+    # What a new critical alert about an account does at once, as the administrator chose:
+    # any of revoke_sessions, require_step_up, disable_account (comma-separated; none: alert
+    # only). Applied in the transaction that stores the alert, and ledgered.
+    detect_response: list[str] = Field(default_factory=list)
 
     @field_validator("witness_logs", mode="before")
     @classmethod
@@ -123,6 +137,28 @@ class Settings(BaseModel):
                 raise ValueError(msg)
             logs[origin] = [keys] if isinstance(keys, str) else keys
         return logs
+
+    @field_validator("detect_response", mode="before")
+    @classmethod
+    def _responses(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            unknown = [v for v in value if v not in DETECT_RESPONSES]
+            if unknown:
+                msg = f"unknown response {unknown[0]!r}; choose from {', '.join(DETECT_RESPONSES)}"
+                raise ValueError(msg)
+        return value
+
+    @field_validator("detect_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            msg = f"unknown time zone {value!r} (an IANA name such as Europe/Paris)"
+            raise ValueError(msg) from None
+        return value
 
     @field_validator("witness_urls", "witness_keys", mode="before")
     @classmethod

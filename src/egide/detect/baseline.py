@@ -18,22 +18,32 @@ and the privacy officer's time is not spent on daily work.
 from __future__ import annotations
 
 import bisect
+import functools
 import math
+import re
 import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from egide.detect.clock import Clock
 from egide.detect.events import Context, parse_time
 
 DAY = 86_400.0
 
 
+_NOT_ALNUM = re.compile(r"[^A-Za-z0-9]+")
+
+
+@functools.lru_cache(maxsize=65_536)
 def normalise(text: str | None) -> str:
-    """Case, accents and punctuation folded, spaces collapsed: 'Dupont-Élie ' == 'dupont elie'."""
+    """Case, accents and punctuation folded, spaces collapsed: 'Dupont-Élie ' == 'dupont elie'.
+    (Cached: names, postal codes and addresses repeat across a context.)"""
     if not text:
         return ""
+    if text.isascii():  # the same result without a Python step per character
+        return " ".join(_NOT_ALNUM.sub(" ", text).lower().split())
     folded = unicodedata.normalize("NFKD", text)
     kept = "".join(c if c.isalnum() else " " for c in folded if not unicodedata.combining(c))
     return " ".join(kept.lower().split())
@@ -80,6 +90,49 @@ class ContextIndex:
     # for every link, sorted by start
     patient_care: dict[str, list[tuple[float, float, str, float]]] = field(default_factory=dict)
     group_sizes: dict[tuple[str, str], int] = field(default_factory=dict)
+    # The context's time zone (IANA name), if it gives one.
+    timezone: str | None = None
+    # department -> patient -> the windows of care links covering the department's staff
+    # (the department's own links and its members'), built as asked; user -> patient -> the
+    # user's own windows (user_care by user).
+    _dept_windows: dict[str, dict[str, tuple[Window, ...]]] = field(default_factory=dict)
+    _user_windows: dict[str, dict[str, list[Window]]] | None = None
+    _clocks: dict[str, Clock] = field(default_factory=dict)
+
+    def clock(self, setting: str | None) -> Clock:
+        """The hospital's clock: the zone of the settings, else of the context, else UTC."""
+        name = setting or self.timezone or "UTC"
+        found = self._clocks.get(name)
+        if found is None:
+            found = self._clocks[name] = Clock(name)
+        return found
+
+    def user_windows(self, user: str) -> dict[str, list[Window]]:
+        """patient -> the windows of this user's own care links (`user_care`, by user)."""
+        if self._user_windows is None:
+            by_user: dict[str, dict[str, list[Window]]] = {}
+            for (uid, patient), windows in self.user_care.items():
+                by_user.setdefault(uid, {})[patient] = windows
+            self._user_windows = by_user
+        return self._user_windows.get(user, {})
+
+    def department_windows(self, department: str) -> dict[str, tuple[Window, ...]]:
+        """patient -> the windows of the links by which `covered` answers "department" or
+        "colleague" for this department; filled by `department_windows_of` as asked (a
+        scoring loop looks the patient up here first)."""
+        return self._dept_windows.setdefault(department, {})
+
+    def department_windows_of(self, department: str, patient: str) -> tuple[Window, ...]:
+        found = self.department_windows(department).get(patient)
+        if found is None:
+            windows = list(self.dept_care.get((department, patient), ()))
+            windows += [
+                (start, end)
+                for start, end, dept, _recorded in self.patient_care.get(patient, ())
+                if dept == department
+            ]
+            found = self._dept_windows[department][patient] = tuple(windows)
+        return found
 
     def user(self, user_id: str) -> UserProfile:
         found = self.users.get(user_id)
@@ -124,7 +177,7 @@ class ContextIndex:
 
 
 def build_index(context: Context, *, after_end_days: float = 14.0) -> ContextIndex:
-    index = ContextIndex()
+    index = ContextIndex(timezone=context.timezone)
     for u in context.users:
         index.users[u.id] = UserProfile(
             u.id,
@@ -241,9 +294,8 @@ class AccessModel:
         default_factory=dict
     )
     role_key: dict[tuple[str, str, bool, bool], dict[str, int]] = field(default_factory=dict)
-    patient_group_users: dict[tuple[str, tuple[str, str]], set[str]] = field(
-        default_factory=lambda: defaultdict(set)
-    )
+    # group -> patient -> the users of the group who touched the patient
+    group_patient_users: dict[tuple[str, str], dict[str, set[str]]] = field(default_factory=dict)
     # (group or role, at night) -> the users with pair-days then
     members: dict[Any, set[str]] = field(default_factory=lambda: defaultdict(set))
     # share() is a pure function of the counts, asked again and again for the same user and
@@ -275,7 +327,12 @@ class AccessModel:
             per[uid] = per.get(uid, 0) + 1
             per = self.role_key.setdefault((user.role, cat, wrote, night), {})
             per[uid] = per.get(uid, 0) + 1
-        self.patient_group_users[(patient, group)].add(uid)
+        per_patient = self.group_patient_users.setdefault(group, {})
+        users = per_patient.get(patient)
+        if users is None:
+            per_patient[patient] = {uid}
+        else:
+            users.add(uid)
 
     def add_day(
         self,
@@ -303,9 +360,14 @@ class AccessModel:
             per[uid] = per.get(uid, 0) + n
             per = role_key.setdefault((role, cat, wrote, night), {})
             per[uid] = per.get(uid, 0) + n
-        groups = self.patient_group_users
+        per_patient = self.group_patient_users.setdefault(group, {})
+        get = per_patient.get
         for patient in patients:
-            groups[(patient, group)].add(uid)
+            users = get(patient)
+            if users is None:
+                per_patient[patient] = {uid}
+            else:
+                users.add(uid)
 
     def share(
         self,
@@ -400,7 +462,9 @@ class AccessModel:
 
     def peers_on(self, user: UserProfile, patient: str) -> int:
         """How many others of the user's peer group also accessed this patient."""
-        others = self.patient_group_users.get((patient, user.group), set())
+        others = self.group_patient_users.get(user.group, {}).get(patient)
+        if others is None:
+            return 0
         return len(others) - (user.id in others)
 
 

@@ -31,6 +31,7 @@ def break_glass_findings(  # noqa: PLR0915 - the signals and the reasons, side b
     owned: set[tuple[str, str]] = set()
     findings: list[Finding] = []
     before = settings.care_before_hours * 3600
+    clock = index.clock(settings.timezone)
     for user, uses in by_user.items():
         uses.sort()
         profile = index.user(user)
@@ -90,9 +91,9 @@ def break_glass_findings(  # noqa: PLR0915 - the signals and the reasons, side b
                 if pair.last > last:
                     last, end = pair.last, pair.t1
             del k
-            hour = int(ts % DAY) // 3600
+            hour = clock.hour(ts)
             reasons = [
-                f"break-the-glass on this patient at {time[11:16]} UTC"
+                f"break-the-glass on this patient at {clock.hhmm(ts, time)} {clock.label}"
                 + (f" with the reason {purpose[:80]!r}" if purpose else ""),
                 *signals,
             ]

@@ -13,17 +13,17 @@ robust z-scores, so every point of the score has a sentence.
 
 from __future__ import annotations
 
+import operator
 from collections import defaultdict
 
 from egide.detect.baseline import DAY, ContextIndex, Robust
 from egide.detect.cases import Finding
+from egide.detect.clock import Clock
 from egide.detect.features import Failure, Session, StreamState, UserDay
 from egide.detect.settings import DetectSettings
 
 
-def failure_findings(  # noqa: PLR0915 - two sliding windows, kept side by side
-    state: StreamState, settings: DetectSettings
-) -> list[Finding]:
+def failure_findings(state: StreamState, settings: DetectSettings) -> list[Finding]:
     """Credential stuffing (per address, many accounts) and brute force (per account)."""
     width = settings.failure_window_minutes * 60
     findings: list[Finding] = []
@@ -92,44 +92,107 @@ def failure_findings(  # noqa: PLR0915 - two sliding windows, kept side by side
             by_user[f.user].append(f)
     for user, items in by_user.items():
         items.sort(key=lambda f: f.ts)
-        i, best_n, best_i, best_j = 0, 0, 0, -1
-        for j, f in enumerate(items):
-            while items[i].ts < f.ts - width:
-                i += 1
-            if j - i + 1 > best_n:
-                best_n, best_i, best_j = j - i + 1, i, j
-        if best_n < settings.brute_force_failures:
-            continue
-        window = items[best_i : best_j + 1]
-        sources = sorted({f.ip or f.device or "unknown" for f in window})
-        success = _user_success_after(state, user, window[-1].ts, window[-1].ts + width)
-        reasons = [
-            (
-                f"{len(window)} failed sign-ins on this account between {window[0].time[11:16]} "
-                f"and {window[-1].time[11:16]} from {', '.join(sources)[:80]}"
-            ),
-            "repeated guessing of one account's password (brute force)",
-        ]
-        events = [f.id for f in window]
-        if success:
-            reasons.append("followed by a successful sign-in")
-            events.append(success)
-        findings.append(
-            Finding(
-                kind="credential_stuffing",
-                severity="critical" if success else "high",
-                score=0.92 if success else 0.8,
-                user=user,
-                patient=None,
-                first=window[0].ts,
-                last=window[-1].ts,
-                start=window[0].time,
-                end=window[-1].time,
-                events=events,
-                reasons=reasons,
-            )
-        )
+        # Rounds of guessing (failures closer than the window to the one before), each judged
+        # on its own: a second round that ends in a sign-in is not hidden by a first.
+        rounds: list[list[Failure]] = []
+        for f in items:
+            if rounds and f.ts - rounds[-1][-1].ts <= width:
+                rounds[-1].append(f)
+            else:
+                rounds.append([f])
+        for burst in rounds:
+            found = _brute_force(state, user, burst, settings, width)
+            if found is not None:
+                findings.append(found)
     return findings
+
+
+def _brute_force(
+    state: StreamState,
+    user: str,
+    items: list[Failure],
+    settings: DetectSettings,
+    width: float,
+) -> Finding | None:
+    """The densest window of one round of failures on one account, if dense enough."""
+    i, best_n, best_i, best_j = 0, 0, 0, -1
+    for j, f in enumerate(items):
+        while items[i].ts < f.ts - width:
+            i += 1
+        if j - i + 1 > best_n:
+            best_n, best_i, best_j = j - i + 1, i, j
+    if best_n < settings.brute_force_failures:
+        return None
+    window = items[best_i : best_j + 1]
+    sources = sorted({f.ip or f.device or "unknown" for f in window})
+    success = _user_success_after(state, user, window[-1].ts, window[-1].ts + width)
+    reasons = [
+        (
+            f"{len(window)} failed sign-ins on this account between {window[0].time[11:16]} "
+            f"and {window[-1].time[11:16]} from {', '.join(sources)[:80]}"
+        ),
+        "repeated guessing of one account's password (brute force)",
+    ]
+    events = [f.id for f in window]
+    taken = False
+    if success is not None:
+        success_id, ip, device = success
+        events.append(success_id)
+        # Anyone who knows an e-mail address can type wrong passwords under it; only a
+        # sign-in from where the guessing came from, or from a place the account never used,
+        # says the guess worked. The owner signing in from their usual workstation afterwards
+        # is the owner (and must not lock themselves out by it).
+        # Addresses first: a device string is often a browser's user agent, which the owner
+        # and a stranger share; it decides only when no address was recorded.
+        guess_ips = {f.ip for f in window if f.ip}
+        guess_devices = {f.device for f in window if f.device and not f.ip}
+        if (ip and ip in guess_ips) or (not ip and device and device in guess_devices):
+            taken = True
+            reasons.append(
+                f"followed by a successful sign-in from the guessing source ({ip or device})"
+            )
+        elif not _known_place(state, user, window[0].ts, ip, device):
+            taken = True
+            reasons.append(
+                "followed by a successful sign-in from a device and network this account "
+                "never used before"
+            )
+        else:
+            reasons.append(
+                "then a sign-in from a place this account usually works from (the owner, most "
+                "likely, not the guesser)"
+            )
+    return Finding(
+        kind="credential_stuffing",
+        severity="critical" if taken else "high",
+        score=0.92 if taken else 0.8,
+        user=user,
+        patient=None,
+        first=window[0].ts,
+        last=window[-1].ts,
+        start=window[0].time,
+        end=window[-1].time,
+        events=events,
+        reasons=reasons,
+    )
+
+
+def _known_place(
+    state: StreamState, user: str, before: float, ip: str | None, device: str | None
+) -> bool:
+    """Whether the account was used from this device or this network before `before`."""
+    net = network(ip) if ip else None
+    for (owner, _day), ud in state.days.items():
+        if owner != user:
+            continue
+        for sess in ud.sessions.values():
+            if sess.first >= before:
+                continue
+            if device and sess.device == device:
+                return True
+            if net and any(network(x) == net for x in (sess.ip, *sess.ips) if x):
+                return True
+    return False
 
 
 def _successes_after(
@@ -146,47 +209,77 @@ def _successes_after(
     return found
 
 
-def _user_success_after(state: StreamState, user: str, start: float, end: float) -> str | None:
+def _user_success_after(
+    state: StreamState, user: str, start: float, end: float
+) -> tuple[str, str | None, str | None] | None:
+    """The first successful sign-in of `user` in [start, end]: (event id, address, device)."""
     for day in range(int(start // DAY), int(end // DAY) + 1):
         ud = state.days.get((user, day))
         if ud is None:
             continue
         for a in ud.auth:
             if a[4] == "login" and start <= a[0] <= end:
-                return a[2]
+                return a[2], a[5], a[6]
     return None
 
 
-class _History:
+class History:
     """Where and when an account and its department usually work."""
 
-    def __init__(self, state: StreamState, index: ContextIndex) -> None:
+    def __init__(self, state: StreamState, index: ContextIndex, clock: Clock) -> None:
         self.device_days: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
         self.ip_days: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
         # Devices and addresses anyone here uses: staff float between wards and share
         # workstations, so only a device or address new to the whole hospital is novel.
         self.devices: dict[str, set[str]] = defaultdict(set)
         self.ips: dict[str, set[str]] = defaultdict(set)
+        # Local hours (the hospital's clock): per user over all days, and per user-day.
+        self.clock = clock
         self.hours: dict[str, list[int]] = defaultdict(lambda: [0] * 24)
+        self.day_hours: dict[tuple[str, int], list[int]] = {}
         self.session_sizes: dict[str, list[float]] = defaultdict(list)
         self.failures: dict[str, list[float]] = defaultdict(list)
-        for f in state.failures:
-            self.failures[f.user].append(f.ts)
         del index
-        for ud in state.days.values():
-            hours = self.hours[ud.user]
-            for h, n in enumerate(ud.hours):
-                hours[h] += n
+        self._networks: dict[str, str] = {}  # address -> its network, worked out once
+        self._add(state)
+
+    def refresh(self, state: StreamState, view: StreamState) -> None:
+        """Live: the accounts of `view` (all their days) learned again, and the failures
+        again from `state`; everyone else stays as learned (the hospital-wide devices and
+        networks only grow)."""
+        users = {ud.user for ud in view.days.values()}
+        for user in users:
+            self.hours.pop(user, None)
+            self.device_days.pop(user, None)
+            self.ip_days.pop(user, None)
+            self.session_sizes.pop(user, None)
+        for key in [k for k in self.day_hours if k[0] in users]:
+            del self.day_hours[key]
+        self._add(view, failures=state)
+
+    def _add(self, state: StreamState, failures: StreamState | None = None) -> None:
+        self.failures.clear()
+        for f in (failures or state).failures:
+            self.failures[f.user].append(f.ts)
+        clock, networks = self.clock, self._networks
+        for key, ud in state.days.items():
+            user, day = ud.user, ud.day
+            local = self.day_hours[key] = clock.day_hours(day, ud.hours)
+            self.hours[user] = list(map(operator.add, self.hours[user], local))
+            device_days, ip_days = self.device_days[user], self.ip_days[user]
             for sess in ud.sessions.values():
                 if sess.device:
-                    self.device_days[ud.user][sess.device].add(ud.day)
-                    self.devices[sess.device].add(ud.user)
+                    device_days[sess.device].add(day)
+                    self.devices[sess.device].add(user)
                 for ip in (sess.ip, *sess.ips):
                     if ip:
-                        self.ip_days[ud.user][network(ip)].add(ud.day)
-                        self.ips[network(ip)].add(ud.user)
+                        net = networks.get(ip)
+                        if net is None:
+                            net = networks[ip] = network(ip)
+                        ip_days[net].add(day)
+                        self.ips[net].add(user)
                 if sess.n:
-                    self.session_sizes[ud.user].append(len(sess.patients))
+                    self.session_sizes[user].append(len(sess.patients))
 
 
 def stolen_findings(
@@ -194,10 +287,14 @@ def stolen_findings(
     index: ContextIndex,
     settings: DetectSettings,
     unlinked: set[tuple[str, int, str]] | None = None,
+    *,
+    history: History | None = None,
 ) -> list[Finding]:
     """`unlinked`: (user, day, patient) of accesses that neither a care link nor the peers'
-    norms explain (relationship.relationship_findings)."""
-    history = _History(state, index)
+    norms explain (relationship.relationship_findings). `history` (live): what
+    `build_history` learned of the whole hospital, when `state` is only some accounts."""
+    if history is None:
+        history = build_history(state, index, settings)
     findings: list[Finding] = []
     strangers = unlinked or set()
     for ud in state.days.values():
@@ -210,10 +307,15 @@ def stolen_findings(
     return findings
 
 
+def build_history(state: StreamState, index: ContextIndex, settings: DetectSettings) -> History:
+    """Where and when every account and the hospital usually work (for `stolen_findings`)."""
+    return History(state, index, index.clock(settings.timezone))
+
+
 def _judge(
     ud: UserDay,
     sess: Session,
-    history: _History,
+    history: History,
     settings: DetectSettings,
     strangers: set[tuple[str, int, str]],
 ) -> Finding | None:
@@ -248,13 +350,16 @@ def _judge(
     score = 0.0
     # The user's hours on other days (this day's own activity, the intruder's included, left
     # out).
-    hours = [a - b for a, b in zip(history.hours[user], ud.hours, strict=True)]
+    clock = history.clock
+    own = history.day_hours[(user, ud.day)]
+    hours = [a - b for a, b in zip(history.hours[user], own, strict=True)]
     total = sum(hours) or 1
-    odd = sorted(h for h in sess.hours if hours[h] / total < 0.02)
-    if odd and len(odd) == len(sess.hours):
+    spanned = clock.span_hours(sess.first, sess.last)
+    odd = sorted(h for h in spanned if hours[h] / total < 0.02)
+    if odd and len(odd) == len(spanned):
         behaviour.append(
-            f"active at {', '.join(f'{h:02d}:00' for h in odd[:4])} UTC, hours when this "
-            "user almost never works"
+            f"active at {', '.join(f'{h:02d}:00' for h in odd[:4])} {clock.label}, hours "
+            "when this user almost never works"
         )
         score += 0.1
     sizes = Robust.of(history.session_sizes[user])

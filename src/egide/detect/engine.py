@@ -1,13 +1,16 @@
-"""The detection engine: events in, alerts out, in batch or in micro-batches.
+"""The detection engine: events in, alerts out, in batch or live in micro-batches.
 
 Security role: the one entry point that runs every detector over the same aggregates and
-groups their findings into cases, so the CLI (batch over files) and, later, the live feed from
-the ledger (micro-batches) judge behaviour identically.
+groups their findings into cases, so the CLI (batch over files) and the live feed from the
+ledger (micro-batches, `incidents.live`) judge behaviour identically.
 
-`Detector` keeps all state in the object: `feed` folds a batch of events into the aggregates
-(and, with `settings.live`, scores whenever a day closes, returning alerts not returned
-before); `finish` scores everything and returns the final alerts. `detect` is the batch
-shorthand.
+`Detector` keeps all state in the object. Batch: `feed` (or `feed_file`) folds events into
+the aggregates and `finish` scores everything once. Live: `update` folds a micro-batch and
+returns the alerts that are new or have changed since the last call; to stay fast on weeks
+of history it re-judges only the accounts the batch touched, against a hospital-wide access
+model rebuilt at most every `live_model_minutes` of stream time (everything else is cheap and
+computed whole). `forget_before` bounds the memory to a sliding window, `set_context` takes a
+fresher context (new admissions, new staff), and `set_feedback` the officer's dismissals.
 """
 
 from __future__ import annotations
@@ -16,15 +19,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from egide.detect.baseline import ContextIndex, build_index
+from egide.detect.baseline import AccessModel, ContextIndex, build_index
 from egide.detect.breakglass import break_glass_findings
 from egide.detect.cases import Finding, absorb, group_cases
-from egide.detect.credentials import failure_findings, stolen_findings
-from egide.detect.events import Alert, BadLine, Context, Event, Record
+from egide.detect.credentials import History, build_history, failure_findings, stolen_findings
+from egide.detect.events import Alert, BadLine, Context, Event, Record, parse_time
 from egide.detect.features import DAY, StreamState, as_records, ingest, ingest_file, no_gc
+from egide.detect.feedback import Dismissal, Feedback
 from egide.detect.relationship import build_model, relationship_findings
 from egide.detect.settings import DetectSettings
 from egide.detect.volume import Baselines, volume_findings
+
+NO_CARE_ROLES = frozenset({"service"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,22 +40,43 @@ class Summary:
     unknown_actions: int
 
 
+@dataclass(slots=True)
+class _Model:
+    """What the last full scoring learned of the whole hospital (live mode): the access
+    model, the peer groups' volumes, the devices and networks in use."""
+
+    model: AccessModel
+    at: float  # stream time it was built at
+    day: int
+    baselines: Baselines | None = None
+    history: History | None = None
+
+
 class Detector:
     """Stateful detector over one stream of events (in time order)."""
 
-    def __init__(self, context: Context, settings: DetectSettings | None = None) -> None:
+    def __init__(
+        self,
+        context: Context,
+        settings: DetectSettings | None = None,
+        *,
+        feedback: Iterable[Dismissal] = (),
+    ) -> None:
         self.settings = settings or DetectSettings()
         self.index: ContextIndex = build_index(
             context, after_end_days=self.settings.care_after_days
         )
         self.state = StreamState()
+        self.feedback = Feedback(feedback)
         self._emitted: dict[str, Alert] = {}
-        self._scored_day: int | None = None
+        self._model: _Model | None = None
 
-    def feed(self, events: Iterable[Event | Record]) -> list[Alert]:
-        """Fold events in; in live mode, alerts new since the last call once a day closed."""
+    # --- batch -------------------------------------------------------------------------------
+
+    def feed(self, events: Iterable[Event | Record]) -> None:
+        """Fold events in (checked as lines of an events file; DetectFormatError on the first
+        that does not follow the format)."""
         ingest(self.state, as_records(events))
-        return self._live_alerts() if self.settings.live else []
 
     def feed_records(self, records: Iterable[Record]) -> int:
         """Fold checked records (events.read_records); returns how many."""
@@ -63,7 +90,7 @@ class Detector:
         on_bad: Callable[[BadLine], object] | None = None,
     ) -> int:
         """The fast path: read, check and fold an events file (features.ingest_file); bad
-        lines go to `on_bad` with their line numbers. Returns how many events were folded."""
+        lines go to `on_bad` with their line numbers. Returns the number of events folded."""
         return ingest_file(self.state, path, on_bytes=on_bytes, on_bad=on_bad)
 
     def finish(self) -> list[Alert]:
@@ -76,33 +103,142 @@ class Detector:
         return Summary(self.state.events, len(self.state.days), self.state.unknown_actions)
 
     def score(self) -> list[Alert]:
+        """Every alert of the state, sorted (all accounts, a fresh access model)."""
         with no_gc():  # scoring builds many small objects and no cycles
-            return self._score()
+            return self._score(None)
 
-    def _score(self) -> list[Alert]:
-        state, index, settings = self.state, self.index, self.settings
-        findings: list[Finding] = []
-        bg_findings, bg_pairs = break_glass_findings(state, index, settings)
-        findings += bg_findings
-        model, uncovered, selfs = build_model(state, index, settings)
-        findings += selfs
-        unexplained: set[tuple[str, int, str]] = set()
-        findings += relationship_findings(
-            uncovered, model, index, settings, bg_pairs, unexplained=unexplained
-        )
-        findings += volume_findings(state, Baselines(state, index, settings), settings)
-        findings += failure_findings(state, settings)
-        findings += stolen_findings(state, index, settings, unexplained)
-        return group_cases(absorb(findings), gap_seconds=settings.case_gap_days * DAY)
+    # --- live --------------------------------------------------------------------------------
 
-    def _live_alerts(self) -> list[Alert]:
-        last_day = int(self.state.last_ts // DAY)
-        if self._scored_day is not None and last_day <= self._scored_day:
-            return []
-        self._scored_day = last_day
-        fresh = [a for a in self.score() if self._emitted.get(a.id) != a]
+    def update(self, events: Iterable[Event | Record]) -> list[Alert]:
+        """Live: fold a micro-batch (in time order, after what was fed before) and return the
+        alerts that are new or changed since the last call (a case whose evidence grew comes
+        back with the same id), sorted."""
+        records = list(as_records(events))
+        ingest(self.state, records)
+        touched = {r["user"] for r in records}
+        with no_gc():
+            model = self._model
+            last = self.state.last_ts
+            refresh = self.settings.live_model_minutes * 60
+            if model is None or last - model.at >= refresh or int(last // DAY) != model.day:
+                alerts = self._score(None, live=True)
+            elif touched:
+                alerts = self._score(touched, live=True)
+            else:
+                alerts = []
+        fresh = [a for a in alerts if self._emitted.get(a.id) != a]
         self._emitted.update((a.id, a) for a in fresh)
         return fresh
+
+    def warm(self, events: Iterable[Event | Record]) -> list[Alert]:
+        """Live: fold history (the window before now) and score it whole; its alerts count as
+        returned, so the next `update` returns only what is new. Returns them (a restarted
+        server stores them again under the same ids, which changes nothing stored)."""
+        self.feed(events)
+        alerts = self.score()
+        self._emitted.update((a.id, a) for a in alerts)
+        return alerts
+
+    def retract(self, alert_ids: Iterable[str]) -> None:
+        """Alerts returned but not delivered (their store refused them): returned again the
+        next time they are scored."""
+        for alert_id in alert_ids:
+            self._emitted.pop(alert_id, None)
+
+    def set_context(self, context: Context) -> None:
+        """A fresher context (new care links, staff, patients); the next update rebuilds the
+        access model."""
+        self.index = build_index(context, after_end_days=self.settings.care_after_days)
+        self._model = None
+
+    def set_feedback(self, dismissals: Iterable[Dismissal]) -> None:
+        """The officer's current dismissals (replacing the previous set); the next update
+        scores every account again, so what a withdrawn dismissal hid comes back."""
+        self.feedback = Feedback(dismissals)
+        self._model = None
+
+    def forget_before(self, cutoff: float) -> int:
+        """Drop the aggregates of days before `cutoff` (seconds since the epoch) and the
+        failures before it: the live window. Returns how many user-days were dropped."""
+        first_day = int(cutoff // DAY)
+        state = self.state
+        old = [key for key in state.days if key[1] < first_day]
+        for key in old:
+            del state.days[key]
+        for user in [u for u, ud in state.current.items() if ud.day < first_day]:
+            del state.current[user]
+        state.failures = [f for f in state.failures if f.ts >= cutoff]
+        self._emitted = {k: a for k, a in self._emitted.items() if parse_time(a.end) >= cutoff}
+        if old:
+            self._model = None
+        return len(old)
+
+    # --- scoring -----------------------------------------------------------------------------
+
+    def _score(self, only: set[str] | None, *, live: bool = False) -> list[Alert]:
+        """Alerts of every account (`only` None: also rebuilds the access model), or of the
+        accounts in `only` against the last model. Findings about sign-in failures span
+        accounts (one address, many accounts) and are always computed whole."""
+        state, index, settings = self.state, self.index, self.settings
+        view = state if only is None else _view(state, only)
+        findings: list[Finding] = []
+        bg_findings, bg_pairs = break_glass_findings(view, index, settings)
+        findings += bg_findings
+        built, uncovered, selfs = build_model(view, index, settings)
+        # A service account (an interface engine, a billing export, a backend app) has no
+        # care relationship by nature: the relationship detectors leave it alone, while its
+        # volumes, devices and addresses are judged like anyone's.
+        uncovered = [u for u in uncovered if u.user.role not in NO_CARE_ROLES]
+        if only is None:
+            self._model = _Model(built, state.last_ts, int(state.last_ts // DAY))
+            model = built
+        else:
+            assert self._model is not None
+            model = self._model.model
+        findings += selfs
+        unexplained: set[tuple[str, int, str]] = set()
+        related = relationship_findings(
+            uncovered, model, index, settings, bg_pairs, unexplained=unexplained
+        )
+        if live:
+            # What explains an access without care link often comes later the same day or
+            # the next (the note written after the look, a colleague taking over): live,
+            # such findings wait until that day is over, so the officer sees what a batch
+            # run would, not every morning's first look.
+            ripe = int(state.last_ts // DAY) - settings.live_settle_days
+            related = [f for f in related if int(f.last // DAY) < ripe]
+        findings += related
+        # Volumes compare with the peers' days and sessions with the whole hospital's
+        # devices and networks: live, those come from the last full scoring, and the touched
+        # accounts' own history from now.
+        if only is None:
+            baselines = Baselines(state, index, settings)
+            history = build_history(state, index, settings)
+            assert self._model is not None
+            self._model.baselines, self._model.history = baselines, history
+        else:
+            cached = self._model
+            assert cached is not None
+            assert cached.history is not None
+            baselines = Baselines(view, index, settings, peers=cached.baselines)
+            history = cached.history
+            history.refresh(state, view)
+        findings += volume_findings(view, baselines, settings)
+        findings += stolen_findings(view, index, settings, unexplained, history=history)
+        findings += failure_findings(state, settings)
+        alerts = group_cases(absorb(findings), gap_seconds=settings.case_gap_days * DAY)
+        return self.feedback.apply(alerts, settings)
+
+
+def _view(state: StreamState, users: set[str]) -> StreamState:
+    """The state restricted to some accounts' days (shared objects, nothing copied)."""
+    return StreamState(
+        days={key: ud for key, ud in state.days.items() if key[0] in users},
+        failures=state.failures,
+        events=state.events,
+        first_ts=state.first_ts,
+        last_ts=state.last_ts,
+    )
 
 
 def detect(

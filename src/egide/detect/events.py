@@ -15,6 +15,7 @@ build or inspect events one at a time.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import gzip
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -25,6 +26,7 @@ from typing import IO, Any
 import orjson
 
 from egide.core.errors import EgideError
+from egide.detect.clock import UnknownZoneError, zone
 
 ACTIONS = (
     "login",
@@ -203,8 +205,10 @@ def timestamp(value: str) -> float:
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
+@functools.lru_cache(maxsize=65_536)
 def parse_time(value: str) -> float:
-    """RFC 3339 timestamp with offset -> seconds since the epoch (UTC)."""
+    """RFC 3339 timestamp with offset -> seconds since the epoch (UTC). (Cached: a context
+    repeats the same times, checked when read and used when indexed.)"""
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
@@ -236,19 +240,49 @@ def read_chunks(
     *,
     on_bytes: Callable[[int], object] | None = None,
     chunk_bytes: int = 1 << 20,
+    start: int = 0,
+    end: int | None = None,
 ) -> Iterator[tuple[int, list[bytes]]]:
     """The lines of a `.jsonl` or `.jsonl.gz` file in chunks: (1-based number of the chunk's
     first line, its lines without the newline). Reading in chunks and splitting them keeps
     per-line overhead low; `on_bytes(n)` is called with the (uncompressed) bytes of each chunk
-    once its lines were handed over, for a progress bar."""
+    once its lines were handed over, for a progress bar.
+
+    `start` and `end` (uncompressed byte offsets) take a part of the file: the lines that
+    *begin* at or after `start` and before `end`, numbered from 1 within the part. Two parts
+    split at the same offset hold every line exactly once, whatever the offset (the parallel
+    reader of `features.ingest_file`); only the part's own bytes are passed to `on_bytes`."""
     line_no = 1
+    if end is not None and end <= start:
+        return
     with open_lines(path) as handle:
+        pos = 0  # uncompressed offset of the first byte of the next chunk
+        pending = b""
+        if start > 0:
+            found = _skip_to_line(handle, start, chunk_bytes)
+            if found is None:
+                return
+            pos, pending = found
         tail = b""
         while True:
-            chunk = handle.read(chunk_bytes)
+            if pending:
+                chunk, pending = pending, b""
+            else:
+                chunk = handle.read(chunk_bytes)
             if not chunk:
                 break
-            lines = (tail + chunk).split(b"\n")
+            data = tail + chunk
+            base = pos - len(tail)
+            pos += len(chunk)
+            if end is not None and pos >= end:
+                # The part ends with the line holding byte end - 1 (a line begun before end).
+                cut = data.find(b"\n", max(end - 1 - base, 0))
+                if cut >= 0:
+                    yield line_no, data[:cut].split(b"\n")
+                    if on_bytes is not None:
+                        on_bytes(len(chunk) - (len(data) - cut - 1))
+                    return
+            lines = data.split(b"\n")
             tail = lines.pop()
             if lines:
                 yield line_no, lines
@@ -257,6 +291,22 @@ def read_chunks(
                 on_bytes(len(chunk))
         if tail.strip():
             yield line_no, [tail]
+
+
+def _skip_to_line(handle: IO[bytes], start: int, chunk_bytes: int) -> tuple[int, bytes] | None:
+    """Move past the bytes before the first line beginning at or after `start` (> 0): returns
+    that line's offset and the bytes already read from it on, or None when there is no such
+    line. A gzip handle decompresses what it skips (it cannot seek otherwise)."""
+    handle.seek(start - 1)
+    pos = start - 1
+    while True:
+        chunk = handle.read(chunk_bytes)
+        if not chunk:
+            return None
+        found = chunk.find(b"\n")
+        if found >= 0:
+            return pos + found + 1, chunk[found + 1 :]
+        pos += len(chunk)
 
 
 def read_records(
@@ -355,9 +405,12 @@ class Context:
     users: tuple[UserInfo, ...] = ()
     patients: tuple[PatientInfo, ...] = ()
     care: tuple[CareLink, ...] = ()
+    # The hospital's time zone (IANA name), optional: the clock hours are judged by.
+    timezone: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
+            **({"timezone": self.timezone} if self.timezone is not None else {}),
             "users": [_asdict(u) for u in self.users],
             "patients": [_asdict(p) for p in self.patients],
             "care": [
@@ -379,8 +432,8 @@ def _asdict(obj: Any) -> dict[str, Any]:
 
 def _opt_str(item: Mapping[str, Any], name: str, where: str) -> str | None:
     value = item.get(name)
-    if value is None:
-        return None
+    if value is None or type(value) is str:
+        return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)  # postal codes are sometimes written as numbers
     if not isinstance(value, str):
@@ -461,7 +514,27 @@ def context_from_json(doc: Any) -> Context:
                 end=end,
             )
         )
-    return Context(users=tuple(users), patients=tuple(patients), care=tuple(care))
+    return Context(
+        users=tuple(users),
+        patients=tuple(patients),
+        care=tuple(care),
+        timezone=_timezone(doc.get("timezone")),
+    )
+
+
+def _timezone(value: Any) -> str | None:
+    """The context's optional "timezone": an IANA zone name known to this system."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        msg = "context: 'timezone' must be an IANA time zone name such as Europe/Paris"
+        raise DetectFormatError(msg)
+    try:
+        zone(value)
+    except UnknownZoneError as exc:
+        msg = f"context: {exc}"
+        raise DetectFormatError(msg) from None
+    return value
 
 
 def load_context(path: Path) -> Context:

@@ -34,73 +34,110 @@ class Uncovered:
     user: UserProfile
     patient: str
     pair: PairDay
-    treating: set[str]
+    treating: frozenset[str]
     wrote: bool
     night: bool
     # Within an hour of the night's bounds (shift changes): judged by day and by night.
     twilight: bool
 
 
-def build_model(
+def build_model(  # noqa: PLR0915 - the hot scoring loop, written flat on purpose
     state: StreamState, index: ContextIndex, settings: DetectSettings
 ) -> tuple[AccessModel, list[Uncovered], list[Finding]]:
     """One pass over every (user, patient, day): the access model, the accesses no care link
-    covers, and self-access findings (which no care link excuses)."""
+    covers, and self-access findings (which no care link excuses).
+
+    Runs once per pair-day (hundreds of thousands in a month of a hospital), so the care
+    check of `ContextIndex.covered` is inlined (the user's own windows, then the
+    department's, cached per department and patient)."""
     model = AccessModel()
     uncovered: list[Uncovered] = []
     selfs: list[Finding] = []
     before = settings.care_before_hours * 3600
     patients = index.patients
-    covered = index.covered
     treating_of = index.treating
+    clock = index.clock(settings.timezone)
+    utc = clock.utc
+    hour_of = clock.hour
     night_start, night_end = settings.night_hours
     twilight_hours = {night_start - 1, night_start, night_end - 1, night_end}
+    night_of = [h >= night_start or h < night_end for h in range(24)]
+    twilight_of = [h in twilight_hours for h in range(24)]
     days = state.days
     # Who treats a patient is looked up once per patient and day (the whole day), not once
     # per user: a patient's day is shared by the nurse, the doctor, the laboratory...
-    treating_cache: dict[tuple[str, int], set[str]] = {}
-    for ud in days.values():
-        if not ud.pairs:
+    treating_cache: dict[tuple[str, int], frozenset[str]] = {}
+    documented_cache: dict[tuple[str, int], set[str | None]] = {}
+    for key, ud in days.items():
+        pairs = ud.pairs
+        if not pairs:
             continue
         user = index.user(ud.user)
         uid, department = user.id, user.department
-        # The day's counts, added to the model at once (AccessModel.add_day).
+        own_windows = index.user_windows(uid)
+        dept_windows = index.department_windows(department)
+        # The day's counts, added to the model at once (AccessModel.add_day): linked
+        # pair-days by 2 * documented + at night, the others by (category, documented, night).
+        linked_counts = [0, 0, 0, 0]
+        nights = 0
         per_key: dict[tuple[str, bool, bool], int] = {}
-        per_night: dict[bool, int] = {}
         # Documenting the same day or the next (a result entered after midnight).
-        documented = _documented(ud)
-        later = days.get((ud.user, ud.day + 1))
+        documented = documented_cache.get(key)
+        if documented is None:
+            documented = documented_cache[key] = _documented(ud)
+        later_key = (ud.user, ud.day + 1)
+        later = days.get(later_key)
         if later is not None and later.writes:
-            documented = documented | _documented(later)
-        day_start = ud.day * DAY
-        for patient_id, pair in ud.pairs.items():
+            more = documented_cache.get(later_key)
+            if more is None:
+                more = documented_cache[later_key] = _documented(later)
+            documented = documented | more
+        day = ud.day
+        day_start = day * DAY
+        for patient_id, pair in pairs.items():
+            first = pair.first
             wrote = patient_id in documented
-            hour = int(pair.first % DAY) // 3600
-            night = hour >= night_start or hour < night_end
-            per_night[night] = per_night.get(night, 0) + 1
+            hour = int(first % DAY) // 3600 if utc else hour_of(first)
+            night = night_of[hour]
+            nights += night
             info = patients.get(patient_id)
-            if (info is not None and info.employee == uid) or covered(
-                uid, department, patient_id, pair.first, pair.last, before
-            ):
-                key = (LINKED, wrote, night)
-                per_key[key] = per_key.get(key, 0) + 1
-                if info is not None and info.employee == uid:
-                    selfs.append(_self_finding(user, info, pair))
+            if info is not None and info.employee == uid:
+                selfs.append(_self_finding(user, info, pair))
+                linked = True
+            else:
+                last = pair.last
+                linked = False
+                for start, end in own_windows.get(patient_id, ()):
+                    if start - before <= last and first <= end:
+                        linked = True
+                        break
+                else:
+                    windows = dept_windows.get(patient_id)
+                    if windows is None:
+                        windows = index.department_windows_of(department, patient_id)
+                    for start, end in windows:
+                        if start - before <= last and first <= end:
+                            linked = True
+                            break
+            if linked:
+                linked_counts[2 * wrote + night] += 1
                 continue
-            treating = treating_cache.get((patient_id, ud.day))
+            treating = treating_cache.get((patient_id, day))
             if treating is None:
-                treating = treating_cache[(patient_id, ud.day)] = treating_of(
-                    patient_id, day_start, day_start + DAY
+                treating = treating_cache[(patient_id, day)] = frozenset(
+                    treating_of(patient_id, day_start, day_start + DAY)
                 )
             for cat in (*treating, ELSEWHERE) if treating else (NONE,):
-                key = (cat, wrote, night)
-                per_key[key] = per_key.get(key, 0) + 1
+                count_key = (cat, wrote, night)
+                per_key[count_key] = per_key.get(count_key, 0) + 1
             uncovered.append(
-                Uncovered(
-                    ud, user, patient_id, pair, treating, wrote, night, hour in twilight_hours
-                )
+                Uncovered(ud, user, patient_id, pair, treating, wrote, night, twilight_of[hour])
             )
-        model.add_day(user, ud.pairs, per_key, per_night)
+        for k, count in enumerate(linked_counts):
+            if count:
+                per_key[(LINKED, k >= 2, k % 2 == 1)] = count
+        per_night = {night: n for night, n in ((True, nights), (False, len(pairs) - nights)) if n}
+        model.add_day(user, pairs, per_key, per_night)
     return model, uncovered, selfs
 
 
@@ -147,21 +184,27 @@ def family_match(user: UserProfile, patient: PatientProfile) -> str | None:
     return None
 
 
-def _pathway(item: Uncovered) -> str:
-    """The coarse way of an uncovered access: whose patient, and documenting or reading."""
-    whose = "treated elsewhere" if item.treating else "in no care"
-    return f"({whose}, {'documenting' if item.wrote else 'reading'})"
+# Habit keys: (user, documenting, department treating the patient), or (user, documenting,
+# (treated elsewhere,)) for the coarse pathway (a tuple, never equal to a department's name).
+HabitKey = tuple[str, bool, "str | tuple[bool]"]
 
 
-def _habits(uncovered: list[Uncovered]) -> dict[tuple[str, str], set[int]]:
-    """(user, department and whether documenting, or coarse pathway) -> the days this user
-    accessed, without care link, patients that department was treating in that way."""
-    days: dict[tuple[str, str], set[int]] = {}
+def _pathway(item: Uncovered) -> tuple[bool]:
+    """The coarse way of an uncovered access: whose patient (treated elsewhere or in no care);
+    with the user and whether documenting, a habit key."""
+    return (bool(item.treating),)
+
+
+def _habits(uncovered: list[Uncovered]) -> dict[HabitKey, set[int]]:
+    """(user, documenting, department or coarse pathway) -> the days this user accessed,
+    without care link, patients that department was treating (or in that coarse way)."""
+    days: dict[HabitKey, set[int]] = {}
     for item in uncovered:
         day = item.ud.day
+        uid, wrote = item.user.id, item.wrote
         for dept in item.treating:
-            days.setdefault((item.user.id, f"{dept}/{item.wrote}"), set()).add(day)
-        days.setdefault((item.user.id, _pathway(item)), set()).add(day)
+            days.setdefault((uid, wrote, dept), set()).add(day)
+        days.setdefault((uid, wrote, _pathway(item)), set()).add(day)
     return days
 
 
@@ -182,44 +225,29 @@ def relationship_findings(  # noqa: PLR0915 - one decision, its reasons beside i
     snoops: dict[str, list[Finding]] = {}
     habits = _habits(uncovered)
     min_total = settings.group_min_pair_days
+    patients = index.patients
+    # What the peers and the user's habits say depends on the pathway only (user, whose
+    # patient, documenting or not, time of day): judged once per pathway, not per access.
+    norms: dict[tuple[str, frozenset[str], bool, bool, bool], _Norm] = {}
     for item in uncovered:
         user, pair = item.user, item.pair
         if (user.id, item.patient) in skip:
             continue
-        info = index.patients.get(item.patient)
+        memo = (user.id, item.treating, item.wrote, item.night, item.twilight)
+        norm = norms.get(memo)
+        if norm is None:
+            norm = norms[memo] = _norm(item, model, habits, min_total)
+        share, cat, who, habit, documented_share = norm
+        info = patients.get(item.patient)
         if info is None:
             info = PatientProfile(item.patient, "", "", "", False, None, False)  # noqa: FBT003
         kin = family_match(user, info)
-        share, cat, who = model.share(
-            user, item.treating, item.wrote, night=item.night, min_total=min_total
-        )
-        if item.twilight:
-            share, cat, who = max(
-                (share, cat, who),
-                model.share(
-                    user, item.treating, item.wrote, night=not item.night, min_total=min_total
-                ),
-            )
         peers = model.peers_on(user, item.patient)
-        habit = max(
-            (len(habits.get((user.id, f"{d}/{item.wrote}"), ())) - 1 for d in item.treating),
-            default=0,
-        )
-        no_peers = share == 0.0 and who.startswith("too few")
-        if no_peers:
-            # No peers to learn from: the user's own pathway on other days is the norm.
-            habit = max(habit, len(habits.get((user.id, _pathway(item)), ())) - 1)
         by_peers = peers >= settings.peers_ordinary and share >= settings.affinity_ordinary / 5
         if item.wrote:
             # Documented care (a consult note, a result): ordinary along a pathway the group
             # takes, whether its members document or only read there.
-            # (documenting on other departments' patients at all counts: consults).
-            cats = (*item.treating, ELSEWHERE) if item.treating else ()
-            any_share = max(
-                model.share(user, cats, None, night=night, min_total=min_total)[0]
-                for night in ({item.night, not item.night} if item.twilight else {item.night})
-            )
-            share = max(share, any_share)
+            share = max(share, documented_share)
             explained = (
                 share >= settings.affinity_ordinary or by_peers or habit >= settings.habit_days
             )
@@ -265,6 +293,46 @@ def relationship_findings(  # noqa: PLR0915 - one decision, its reasons beside i
     for user_id, items in snoops.items():
         findings.extend(_snoop_or_exfiltrate(user_id, items, settings))
     return findings
+
+
+# (share, category, who the peers are, the user's habit in days, share of any documenting)
+_Norm = tuple[float, str, str, int, float]
+
+
+def _norm(
+    item: Uncovered,
+    model: AccessModel,
+    habits: dict[HabitKey, set[int]],
+    min_total: int,
+) -> _Norm:
+    """How ordinary an uncovered access's pathway is: the peers' share of it (by day and by
+    night within an hour of the night's bounds), the user's own habit of it, and, when the
+    user documented, the peers' share of documenting or reading there (consults)."""
+    user = item.user
+    share, cat, who = model.share(
+        user, item.treating, item.wrote, night=item.night, min_total=min_total
+    )
+    if item.twilight:
+        share, cat, who = max(
+            (share, cat, who),
+            model.share(user, item.treating, item.wrote, night=not item.night, min_total=min_total),
+        )
+    habit = max(
+        (len(habits.get((user.id, item.wrote, d), ())) - 1 for d in item.treating),
+        default=0,
+    )
+    if share == 0.0 and who.startswith("too few"):
+        # No peers to learn from: the user's own pathway on other days is the norm.
+        habit = max(habit, len(habits.get((user.id, item.wrote, _pathway(item)), ())) - 1)
+    documented_share = 0.0
+    if item.wrote:
+        # (documenting on other departments' patients at all counts: consults).
+        cats = (*item.treating, ELSEWHERE) if item.treating else ()
+        documented_share = max(
+            model.share(user, cats, None, night=night, min_total=min_total)[0]
+            for night in ({item.night, not item.night} if item.twilight else {item.night})
+        )
+    return share, cat, who, habit, documented_share
 
 
 def _reasons(  # noqa: PLR0917 - private, one call site

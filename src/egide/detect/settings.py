@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from egide.detect.clock import zone
+
 
 @dataclass(frozen=True, slots=True)
 class DetectSettings:
@@ -22,9 +24,13 @@ class DetectSettings:
     # cross-cover, laboratory, pharmacy and billing work are pathways worth a percent or more
     # of a group's work; curiosity is a pathway the group almost never takes.
     affinity_ordinary: float = 0.005
-    # Night (UTC hours, from and until) for the access model: cross-cover and on-call work are
-    # judged against what peers do at night. Set to the hospital's local night in UTC.
+    # Night (local hours, from and until) for the access model: cross-cover and on-call work
+    # are judged against what peers do at night.
     night_hours: tuple[int, int] = (20, 7)
+    # The hospital's time zone (IANA name, e.g. "Europe/Paris"): the clock of every judgement
+    # by hour (night, hours a user never works) and of the times in reasons. None: the
+    # context's "timezone", else UTC. Daylight saving time follows the zone's rules.
+    timezone: str | None = None
     # Sensitive patients (VIP, coworker): a read-only look is ordinary only above this share.
     affinity_sensitive: float = 0.01
     # Peers: if this many others of the same group touched the patient, it is team work (when
@@ -63,5 +69,19 @@ class DetectSettings:
     break_glass_weekly: int = 3
     # Cases: findings of one user and kind closer than this are one case.
     case_gap_days: float = 7.0
-    # Live micro-batches: score closed days as they end (batch scores once at the end).
-    live: bool = False
+    # Live: the hospital-wide access model (what peers do) is rebuilt at most this often, in
+    # stream time; between rebuilds, each micro-batch judges only the accounts it touched
+    # against the last model (a model of weeks barely moves in minutes).
+    live_model_minutes: float = 10.0
+    # Live: accesses without care link are judged once this many days after theirs have
+    # ended (a note or result documented after midnight still explains the look).
+    live_settle_days: int = 1
+    # Officer feedback: after a false positive, a new case of the same kind for the same
+    # account (and patient, for the relationship kinds) is quiet for this long unless it is
+    # stronger (a higher severity, or a score above the dismissed one by this margin).
+    feedback_days: float = 30.0
+    feedback_margin: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.timezone is not None:
+            zone(self.timezone)  # UnknownZoneError (a ValueError) now, not at scoring

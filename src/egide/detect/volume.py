@@ -12,23 +12,31 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from egide.detect.baseline import DAY, ContextIndex, Robust, quantile, sliding_max
+from egide.detect.baseline import ContextIndex, Robust, quantile, sliding_max
 from egide.detect.cases import Finding
 from egide.detect.features import Rare, StreamState, UserDay
 from egide.detect.settings import DetectSettings
 
 
-def _hhmm(time: str) -> str:
-    return time[11:16] if len(time) >= 16 else time
-
-
 class Baselines:
     """Per user and per peer group: daily volumes of each measure."""
 
-    def __init__(self, state: StreamState, index: ContextIndex, settings: DetectSettings) -> None:
+    def __init__(
+        self,
+        state: StreamState,
+        index: ContextIndex,
+        settings: DetectSettings,
+        *,
+        peers: Baselines | None = None,
+    ) -> None:
+        """`peers` (live): the baselines of the whole hospital, when `state` holds only some
+        accounts; their own days come from `state`, the peer groups' from `peers`."""
         width = settings.burst_window_minutes * 60
         self.index = index
         self.settings = settings
+        self.clock = index.clock(settings.timezone)
+        self._bulk: dict[tuple[str, int], list[Rare]] = {}
+        self._destructive: dict[tuple[str, int], list[Rare]] = {}
         self.user_days: dict[str, list[UserDay]] = defaultdict(list)
         for ud in state.days.values():
             self.user_days[ud.user].append(ud)
@@ -40,8 +48,11 @@ class Baselines:
                     continue
                 self.values["patients"][user].append(len(ud.pairs))
                 self.values["exports"][user].append(window_sum(self.bulk(ud), width))
-                self.values["writes"][user].append(window_sum(_destructive(ud.writes), width))
+                self.values["writes"][user].append(window_sum(self.destructive(ud), width))
         self._group_values: dict[tuple[str, tuple[str, str]], list[tuple[str, float]]] = {}
+        if peers is not None:
+            self._group_values = peers._group_values  # noqa: SLF001 - same class
+            return
         for measure, per_user in self.values.items():
             for user, vals in per_user.items():
                 group = index.user(user).group
@@ -55,6 +66,13 @@ class Baselines:
         (a care link covers it) is a letter or a transfer, not a copy of the records."""
         if not ud.exports:
             return ud.exports
+        key = (ud.user, ud.day)
+        found = self._bulk.get(key)
+        if found is None:
+            found = self._bulk[key] = self._bulk_of(ud)
+        return found
+
+    def _bulk_of(self, ud: UserDay) -> list[Rare]:
         profile = self.index.user(ud.user)
         before = self.settings.care_before_hours * 3600
         covered = self.index.covered
@@ -63,6 +81,14 @@ class Baselines:
             for r in ud.exports
             if r[5] is None or not covered(ud.user, profile.department, r[5], r[0], r[0], before)
         ]
+
+    def destructive(self, ud: UserDay) -> list[Rare]:
+        """The day's updates and deletes (cached: asked by the baseline and the detector)."""
+        key = (ud.user, ud.day)
+        found = self._destructive.get(key)
+        if found is None:
+            found = self._destructive[key] = _destructive(ud.writes)
+        return found
 
     def own(self, measure: str, user: str) -> Robust:
         return Robust.of(self.values[measure].get(user, []))
@@ -117,7 +143,7 @@ def volume_findings(state: StreamState, base: Baselines, settings: DetectSetting
                 )
                 if found:
                     findings.append(found)
-            destructive = _destructive(ud.writes)
+            destructive = base.destructive(ud)
             if destructive:
                 found = _burst(
                     "writes",
@@ -158,21 +184,30 @@ def _burst(  # noqa: PLR0917 - private, one call site per measure
     own = base.own(measure, user)
     peers, who = base.peers_high(measure, user)
     repeated = base.own_other_days(measure, user, total * 0.7)
-    if own.z(total) < settings.burst_z or repeated >= 2:
+    fresh = own.n < 2  # no other day to compare with: a new account, a new token
+    if fresh:
+        # Its first day is its own baseline (a z of 0): the peers and twice the least volume
+        # worth an alert decide instead, so a stolen new credential cannot copy freely.
+        if total < 2 * minimum:
+            return None
+    elif own.z(total) < settings.burst_z or repeated >= 2:
         return None
     if total <= settings.burst_peer_factor * peers:
         return None
     window = items[i : j + 1]
     first, last = window[0], window[-1]
+    clock = base.clock
     patients = {r[5] for r in window if r[5]}
     history = (
-        f"this user has never {verb} records on any other day"
+        "this account has no other day of activity to compare with"
+        if fresh
+        else f"this user has never {verb} records on any other day"
         if own.median == 0 and repeated <= 0
         else f"this user's usual day is about {own.median:.0f} records {verb}"
     )
     reasons = [
-        f"{total} records {verb} between {_hhmm(first[1])} and {_hhmm(last[1])}"
-        + (f" ({len(patients)} patients)" if patients else ""),
+        f"{total} records {verb} between {clock.hhmm(first[0], first[1])} and "
+        f"{clock.hhmm(last[0], last[1])}" + (f" ({len(patients)} patients)" if patients else ""),
         history,
         f"the busiest days of {who} reach about {peers:.0f} records",
     ]
@@ -183,7 +218,7 @@ def _burst(  # noqa: PLR0917 - private, one call site per measure
     purposes = sorted({r[6] for r in window if r[6]})
     if purposes:
         reasons.append(f"stated purpose: {', '.join(purposes)[:120]}")
-    hour = int(first[0] % DAY) // 3600
+    hour = clock.hour(first[0])
     if hour < 6 or hour >= 22:
         reasons.append("at night")
     score = min(0.98, 0.75 + 0.05 * min(own.z(total), 40) / 8)
@@ -228,8 +263,9 @@ def _read_burst(
         events=events,
         reasons=[
             (
-                f"{total} patients' records read between {_hhmm(pairs[0].t0)} and "
-                f"{_hhmm(pairs[-1].t1)}"
+                f"{total} patients' records read between "
+                f"{base.clock.hhmm(pairs[0].first, pairs[0].t0)} and "
+                f"{base.clock.hhmm(pairs[-1].last, pairs[-1].t1)}"
             ),
             f"this user's usual day is about {own.median:.0f} patients",
             f"the busiest days of {who} reach about {peers:.0f} patients",

@@ -501,7 +501,14 @@ def confirm(
 # --- Administration ----------------------------------------------------------------------
 
 
-def disable_account(session: Session, *, email: str, clock: Clock, actor: Principal | None) -> None:
+def disable_account(
+    session: Session,
+    *,
+    email: str,
+    clock: Clock,
+    actor: Principal | None,
+    reason: str = "disabled by an administrator",
+) -> None:
     """Disable an account: no sign-in, every session revoked (ASVS V7.4.2)."""
     account = _by_email(session, email)
     if account.status == DISABLED:
@@ -523,7 +530,7 @@ def disable_account(session: Session, *, email: str, clock: Clock, actor: Princi
         action=Action.ACCOUNT_DISABLE,
         account=account,
         reasons=(
-            "disabled by an administrator",
+            reason,
             f"{revoked} sessions revoked",
             *((f"{tokens} app tokens revoked",) if tokens else ()),
         ),

@@ -51,8 +51,10 @@ __all__ = [
     "get_alert",
     "list_alerts",
     "may_manage_alerts",
+    "note_response",
     "open_break_glass_with_alert",
     "raise_alert",
+    "record_detected",
     "set_status",
     "store_document",
 ]
@@ -264,6 +266,101 @@ def store_document(session: Session, doc: Mapping[str, Any], *, clock: Clock) ->
     )
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """What storing a detector's alert did: the alert as stored, whether it is new, and
+    whether it became critical now (new and critical, or escalated to critical)."""
+
+    alert: Alert
+    created: bool
+    became_critical: bool
+
+
+_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+RESPONSE_PREFIX = "automatic response: "
+ESCALATED = "escalated to "
+# Who acts when live detection stores, escalates or responds (incidents.live).
+DETECTOR = Principal(id="system:detect", role=Role.SERVICE.value, name="behavioural detection")
+
+
+def _bounded(events: Sequence[str], reasons: Sequence[str]) -> tuple[list[str], list[str]]:
+    """A live case can outgrow the store's bounds (a mass deletion of 50,000 records): the
+    first MAX_EVENTS ids are kept, and a reason says how many more there were."""
+    kept = list(reasons[: MAX_REASONS - 1])
+    if len(events) > MAX_EVENTS:
+        kept.append(f"... and {len(events) - MAX_EVENTS} more events (not listed)")
+        return list(events[:MAX_EVENTS]), kept
+    return list(events), list(reasons[:MAX_REASONS])
+
+
+def record_detected(session: Session, doc: Mapping[str, Any], *, clock: Clock) -> Recorded:
+    """Store a live detector's alert (DESIGN.md format). A case keeps its id while its
+    evidence grows, so an alert that exists is updated in place: its evidence, reasons, end
+    and score follow the detector, its severity only ever rises, and the officer's triage
+    (status, who, when) is kept: new evidence never reopens a case the officer closed."""
+    events, reasons = doc.get("events", []), doc.get("reasons", [])
+    if not isinstance(events, list) or not isinstance(reasons, list):
+        raise _bad("events and reasons must be lists")
+    events, reasons = _bounded(events, reasons)
+    alert_id = str(doc.get("id") or "")
+    row = session.get(AlertRow, alert_id) if _ID_RE.fullmatch(alert_id) else None
+    if row is None:
+        stored = store_document(session, {**doc, "events": events, "reasons": reasons}, clock=clock)
+        return Recorded(stored, created=True, became_critical=stored.severity == "critical")
+    severity = str(doc.get("severity", ""))
+    score = doc.get("score")
+    end = _time(doc.get("end"), "end")
+    if severity not in _RANK or not isinstance(score, int | float) or not 0 <= score <= 1:
+        raise _bad("severity or score out of range")
+    if any(not isinstance(e, str) or _ID_RE.fullmatch(e) is None for e in events) or any(
+        not isinstance(r, str) or not r or len(r) > MAX_REASON_LENGTH for r in reasons
+    ):
+        raise _bad("events must be ledger entry ids and reasons sentences")
+    before = row.severity
+    raised = _RANK[severity] > _RANK[before]
+    # What was done about the alert stays written on it, whatever the detector says now.
+    responses = [r for r in row.reasons if str(r).startswith((RESPONSE_PREFIX, ESCALATED))]
+    row.events = events
+    row.reasons = [*reasons, *(r for r in responses if r not in reasons)]
+    row.end_at = max(row.end_at, end)
+    row.score = float(score)
+    if raised:
+        row.severity = severity
+        if row.status == Status.FALSE_POSITIVE.value:
+            # A dismissed case that grew worse is not the case the officer dismissed: it
+            # goes back to the queue, and the ledger says why.
+            row.status = Status.OPEN.value
+            row.updated_at = clock.now()
+            row.updated_by = DETECTOR.id
+            row.reasons = [
+                *row.reasons,
+                f"{ESCALATED}{severity} after being marked a false positive",
+            ]
+            append(
+                session,
+                principal=DETECTOR,
+                clock=clock,
+                act=Act(
+                    Action.ALERT_UPDATE,
+                    resource_id=row.id,
+                    reasons=(f"alert {row.id} ({row.kind}): false_positive -> open, escalated",),
+                ),
+            )
+    session.flush()
+    return Recorded(
+        _alert_of(row), created=False, became_critical=raised and severity == "critical"
+    )
+
+
+def note_response(session: Session, *, alert_id: str, done: Sequence[str]) -> None:
+    """Write on the alert what the automatic response did (kept across updates)."""
+    row = session.get(AlertRow, alert_id)
+    if row is None:
+        return
+    row.reasons = [*row.reasons, *(f"{RESPONSE_PREFIX}{d}" for d in done)]
+    session.flush()
+
+
 def list_alerts(
     session: Session,
     *,
@@ -323,6 +420,11 @@ def set_status(
     if row is None:
         msg = "no such alert"
         raise NotFound(msg)
+    if row.user_id is not None and row.user_id == principal.id:
+        # Nobody triages an alert about themselves (four eyes): another officer, or the DPO
+        # through an investigation, looks at it.
+        msg = "an alert about your own account is triaged by someone else"
+        raise Forbidden(msg)
     before = row.status
     if before == status:
         return _alert_of(row)

@@ -153,6 +153,10 @@ _KINDS: Mapping[str, EventKind] = {
     "passkey_remove": EventKind(_SECURITY_ALERT, _USER_SECURITY_ATTRIBUTES, "U"),
     "password_change": EventKind(_SECURITY_ALERT, _USER_SECURITY_ATTRIBUTES, "U"),
     "session_revoke": EventKind(_USER_AUTH, _coding(_DCM, "110123", "Logout"), "E"),
+    # Automatic containment after a critical alert (issue 6): the account's sessions must
+    # authenticate again, or an API token is withdrawn: its security attributes change.
+    "step_up_required": EventKind(_SECURITY_ALERT, _USER_SECURITY_ATTRIBUTES, "U"),
+    "token_revoke": EventKind(_SECURITY_ALERT, _USER_SECURITY_ATTRIBUTES, "D"),
     "system_init": EventKind(
         _coding(_DCM, "110100", "Application Activity"),
         _coding(_DCM, "110120", "Application Start"),

@@ -58,8 +58,10 @@ class Action(StrEnum):
     READ = "read"
     SEARCH = "search"
     SESSION_REVOKE = "session_revoke"
+    STEP_UP_REQUIRED = "step_up_required"  # an automatic response to a critical alert
     SYSTEM_INIT = "system_init"
     TOKEN_CREATE = "token_create"  # noqa: S105 - an action name, not a secret
+    TOKEN_REVOKE = "token_revoke"  # noqa: S105 - an action name, not a secret
     UPDATE = "update"
 
 

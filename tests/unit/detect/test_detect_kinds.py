@@ -10,7 +10,6 @@ import pytest
 
 from egide.detect.engine import Detector, detect
 from egide.detect.events import Alert
-from egide.detect.settings import DetectSettings
 from tests.unit.detect.detect_world import World, build, stamp
 
 
@@ -245,18 +244,52 @@ def test_alert_ids_are_deterministic() -> None:
 
 @pytest.mark.parametrize("chunk", [1000, 7])
 def test_micro_batches_give_the_batch_result(chunk: int) -> None:
+    """Live updates (a few events at a time, most judged against a cached access model)
+    end with the alerts a batch run over the same events gives."""
     world = build(days=10)
     nurse = world.user("surgery", "nurse", 1)
     world.event(nurse, 5, 14.0, "read", patient=world.some_patient_not_in_care()["id"])
     events = world.sorted_events()
-    live = Detector(world.context(), DetectSettings(live=True))
+    live = Detector(world.context())
     seen: dict[str, Any] = {}
     for i in range(0, len(events), chunk * 100):
-        for alert in live.feed(events[i : i + chunk * 100]):
-            seen[alert.id] = alert
-    final = live.finish()
-    mine = [a for a in final if a.user == nurse["id"]]
+        for alert in live.update(events[i : i + chunk * 100]):
+            seen[alert.id] = alert  # the latest version of each case
+    batch = detect(events, world.context())
+    mine = [a for a in batch if a.user == nurse["id"]]
     assert [a.kind for a in mine] == ["snooping"]
     assert mine[0].start == stamp(5, 14.0)
-    assert mine[0] == detect(events, world.context())[final.index(mine[0])]
-    assert mine[0].id in seen
+    assert seen[mine[0].id] == mine[0]
+    assert {a.id for a in batch} <= set(seen)
+
+
+def test_an_update_returns_only_what_is_new_or_changed() -> None:
+    world = build(days=6)
+    nurse = world.user("surgery", "nurse", 1)
+    for k in range(9):
+        world.event(nurse, 5, 3.0 + k / 60, "login_failed", outcome="denied", ip="198.51.100.9")
+    live = Detector(world.context())
+    first = [a for a in live.update(world.sorted_events()) if a.user == nurse["id"]]
+    assert [a.kind for a in first] == ["credential_stuffing"]
+    assert live.update([]) == []  # nothing new: nothing returned again
+    later = world.event(nurse, 5, 3.2, "login_failed", outcome="denied", ip="198.51.100.9")
+    grown = live.update([world.events[-1]])
+    assert [a.id for a in grown] == [first[0].id]  # the same case, grown
+    assert later in grown[0].events
+
+
+def test_live_judges_a_look_without_care_link_once_its_day_is_over() -> None:
+    """The note written after the look explains it: live waits until the next day is over
+    before calling a look without care link snooping; guessing passwords alerts at once."""
+    world = build(days=10)
+    nurse = world.user("surgery", "nurse", 1)
+    other = world.user("cardiology", "nurse", 0)
+    world.event(nurse, 8, 14.0, "read", patient=world.some_patient_not_in_care()["id"])
+    live = Detector(world.context())
+    assert [a for a in live.update(world.sorted_events()) if a.user == nurse["id"]] == []
+    tomorrow = world.event(other, 9, 23.9, "read")
+    assert tomorrow
+    assert [a for a in live.update([world.events[-1]]) if a.user == nurse["id"]] == []
+    world.event(other, 10, 0.1, "read")  # the day after next begins
+    ripe = [a for a in live.update([world.events[-1]]) if a.user == nurse["id"]]
+    assert [a.kind for a in ripe] == ["snooping"]

@@ -92,6 +92,8 @@ MAPPING = [
     ("passkey_remove", DCM, "110113", DCM, "110137", "U"),
     ("password_change", DCM, "110113", DCM, "110137", "U"),
     ("session_revoke", DCM, "110114", DCM, "110123", "E"),
+    ("step_up_required", DCM, "110113", DCM, "110137", "U"),
+    ("token_revoke", DCM, "110113", DCM, "110137", "D"),
 ]
 
 
@@ -257,9 +259,10 @@ def test_an_entry_id_that_is_not_a_fhir_id_is_refused() -> None:
                 "oauth_revoke",
                 "passkey_remove",
                 "password_change",
+                "step_up_required",
             },
         ),
-        ("D", {"delete", "key_shred", "access_grant_end"}),
+        ("D", {"delete", "key_shred", "access_grant_end", "token_revoke"}),
         ("search-type", {"search"}),
         ("search", {"search"}),
         ("110122", {"login", "login_failed", "mfa_failed"}),
