@@ -146,3 +146,19 @@ def test_only_the_officer_triages_and_every_change_is_ledgered(services: Service
     assert entry["resource_id"] == alert.id
     assert entry["patient"] is None  # triage is not an access to the patient's record
     assert entry["reasons"] == [f"alert {alert.id} (snooping): open -> acknowledged"]
+
+
+@pytest.mark.parametrize("changes", [{"score": float("nan")}, {"score": True}, {"severity": "x"}])
+def test_a_grown_alert_is_checked_like_a_new_one(
+    services: Services, changes: dict[str, Any]
+) -> None:
+    """Live detection updates a stored case in place: the update passes the same checks as
+    the first store (a boolean score once slipped through the update path)."""
+    clock = services.records.clock
+    with transaction(services.session_factory) as session:
+        alerts.record_detected(session, _doc(), clock=clock)
+    with transaction(services.session_factory) as session, pytest.raises(BadRequest):
+        alerts.record_detected(session, _doc(**changes), clock=clock)
+    with transaction(services.session_factory) as session:
+        stored = alerts.get_alert(session, alert_id=_doc()["id"])
+    assert stored.score == 0.55

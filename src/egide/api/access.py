@@ -18,16 +18,15 @@ the caller's role answers 403. Every grant and refusal is in the ledger (DESIGN.
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from egide.api.context import ApiContext
+from egide.api.context import client_of as _client
+from egide.api.context import in_transaction as _tx
 from egide.api.fhir import principal_of
 from egide.api.responses import NO_STORE
 from egide.core.errors import (
@@ -45,9 +44,6 @@ from egide.incidents import alerts
 from egide.ledger.service import Act, Action, Outcome, append
 from egide.records.grants import Grant, open_investigation
 from egide.records.repository import defer_audit
-from egide.records.unit_of_work import run_in_transaction
-
-T = TypeVar("T")
 
 router = APIRouter(prefix="/api")
 
@@ -65,17 +61,6 @@ BEARER_REFUSED = (
 def _ctx(request: Request) -> ApiContext:
     ctx: ApiContext = request.app.state.egide
     return ctx
-
-
-def _client(request: Request) -> tuple[str | None, str | None, str]:
-    ip = request.client.host if request.client else None
-    device = request.headers.get("user-agent", "")[:128] or None
-    request_id = request.headers.get("x-request-id", "")[:64] or str(uuid.uuid4())
-    return ip, device, request_id
-
-
-async def _tx(request: Request, work: Callable[[Session], T]) -> T:
-    return await run_in_threadpool(run_in_transaction, _ctx(request).session_factory, work)
 
 
 async def _json_object(request: Request) -> dict[str, Any]:

@@ -26,28 +26,25 @@ of the list is announced in a `Link: <...>; rel="next"` header (RFC 8288), so th
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from egide.api.access import _json_object
 from egide.api.context import ApiContext
+from egide.api.context import in_transaction as _tx
 from egide.api.fhir import principal_of
 from egide.api.responses import NO_STORE
 from egide.core.errors import BadRequest, Issue
 from egide.core.principal import Principal
 from egide.incidents import alerts, evidence
 from egide.ledger.service import Action
-from egide.records.unit_of_work import run_in_transaction
 
 __all__ = ["install", "router"]
 
-T = TypeVar("T")
 PATH = "/api/alerts"
 DEFAULT_LIMIT = 50
 _FILTERS = ("status", "kind", "severity", "user", "patient")
@@ -59,10 +56,6 @@ router = APIRouter(prefix=PATH)
 def _ctx(request: Request) -> ApiContext:
     ctx: ApiContext = request.app.state.egide
     return ctx
-
-
-async def _tx(request: Request, work: Callable[[Session], T]) -> T:
-    return await run_in_threadpool(run_in_transaction, _ctx(request).session_factory, work)
 
 
 def _json(body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-import uuid
 from collections.abc import Callable, Sequence
 from email.utils import format_datetime
 from typing import Any, TypeVar
@@ -24,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from egide.access.scopes import scope_allows
 from egide.api.context import ApiContext
+from egide.api.context import client_of as _client
 from egide.api.responses import fhir_response, outcome_response
 from egide.core.errors import (
     BadRequest,
@@ -57,14 +57,6 @@ _JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fh
 def _ctx(request: Request) -> ApiContext:
     ctx: ApiContext = request.app.state.egide
     return ctx
-
-
-def _client(request: Request) -> tuple[str | None, str | None, str]:
-    ip = request.client.host if request.client else None
-    device = request.headers.get("user-agent", "")[:128] or None
-    request_id = request.headers.get("x-request-id", "")[:64] or str(uuid.uuid4())
-    request.state.request_id = request_id
-    return ip, device, request_id
 
 
 async def principal_of(request: Request) -> Principal:

@@ -345,23 +345,6 @@ def bad_json(line_no: int, line: bytes) -> BadLine:
     return BadLine(line_no, "not JSON")  # pragma: no cover - loads failed just before
 
 
-def read_events(path: Path) -> Iterator[Event | BadLine]:
-    """Like read_records, as Event objects (slower; for callers handling few events)."""
-    for item in read_records(path):
-        yield item if isinstance(item, BadLine) else Event.from_record(item)
-
-
-def write_events(path: Path, events: Iterable[Event | Record]) -> int:
-    """Write events as .jsonl (or .jsonl.gz); returns the number written."""
-    n = 0
-    with gzip.open(path, "wb") if path.suffix == ".gz" else path.open("wb") as handle:
-        for event in events:
-            record = event.to_record() if isinstance(event, Event) else event
-            handle.write(orjson.dumps(record) + b"\n")
-            n += 1
-    return n
-
-
 # --- context --------------------------------------------------------------------------------
 
 

@@ -510,10 +510,6 @@ def fold(  # noqa: PLR0915 - the hot loop, written flat on purpose
     return n
 
 
-def day_of(ts: float) -> int:
-    return int(ts // DAY)
-
-
 def as_records(items: Iterable[Any]) -> Iterable[Record]:
     """Event objects or records -> records (the engine's input form)."""
     for item in items:

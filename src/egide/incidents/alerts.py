@@ -166,6 +166,26 @@ def _optional_ref(value: object, what: str) -> str | None:
     return value
 
 
+def _check_evidence(
+    severity: object, score: object, events: Sequence[object], reasons: Sequence[object]
+) -> None:
+    """The checks a new alert and a grown one share (BadRequest on the first that fails)."""
+    if severity not in {s.value for s in Severity}:
+        raise _bad("severity must be low, medium, high or critical")
+    if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 1:
+        raise _bad("score must be a number from 0 to 1")
+    if math.isnan(score):
+        raise _bad("score must be a number from 0 to 1")
+    if len(events) > MAX_EVENTS or any(
+        not isinstance(e, str) or _ID_RE.fullmatch(e) is None for e in events
+    ):
+        raise _bad("events must be ledger entry ids")
+    if len(reasons) > MAX_REASONS or any(
+        not isinstance(r, str) or not r or len(r) > MAX_REASON_LENGTH for r in reasons
+    ):
+        raise _bad(f"reasons must be at most {MAX_REASONS} sentences")
+
+
 def raise_alert(
     session: Session,
     *,
@@ -186,22 +206,9 @@ def raise_alert(
     unchanged, so a rerun does not reopen an alert the officer closed."""
     if not isinstance(kind, str) or _KIND_RE.fullmatch(kind) is None:
         raise _bad("kind must be lower-case letters, digits and '_'")
-    if severity not in {s.value for s in Severity}:
-        raise _bad("severity must be low, medium, high or critical")
-    if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 1:
-        raise _bad("score must be a number from 0 to 1")
-    if math.isnan(score):
-        raise _bad("score must be a number from 0 to 1")
+    _check_evidence(severity, score, events, reasons)
     if start.tzinfo is None or end.tzinfo is None or end < start:
         raise _bad("start and end must be aware times, start first")
-    if len(events) > MAX_EVENTS or any(
-        not isinstance(e, str) or _ID_RE.fullmatch(e) is None for e in events
-    ):
-        raise _bad("events must be ledger entry ids")
-    if len(reasons) > MAX_REASONS or any(
-        not isinstance(r, str) or not r or len(r) > MAX_REASON_LENGTH for r in reasons
-    ):
-        raise _bad(f"reasons must be at most {MAX_REASONS} sentences")
     identifier = alert_id or new_id()
     if _ID_RE.fullmatch(identifier) is None:
         raise _bad("id must be letters, digits, '_', '.', ':' or '-'")
@@ -310,12 +317,8 @@ def record_detected(session: Session, doc: Mapping[str, Any], *, clock: Clock) -
     severity = str(doc.get("severity", ""))
     score = doc.get("score")
     end = _time(doc.get("end"), "end")
-    if severity not in _RANK or not isinstance(score, int | float) or not 0 <= score <= 1:
-        raise _bad("severity or score out of range")
-    if any(not isinstance(e, str) or _ID_RE.fullmatch(e) is None for e in events) or any(
-        not isinstance(r, str) or not r or len(r) > MAX_REASON_LENGTH for r in reasons
-    ):
-        raise _bad("events must be ledger entry ids and reasons sentences")
+    _check_evidence(severity, score, events, reasons)
+    assert isinstance(score, int | float)
     before = row.severity
     raised = _RANK[severity] > _RANK[before]
     # What was done about the alert stays written on it, whatever the detector says now.

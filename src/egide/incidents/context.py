@@ -174,14 +174,6 @@ class ContextBuilder:
         return {p.id: p for p in people}
 
 
-def build_context(
-    session: Session, *, services: RecordServices, clock: Clock, now: dt.datetime
-) -> Context:
-    """The whole detection context as the database says it now."""
-    del now
-    return ContextBuilder(services=services, clock=clock).full(session)
-
-
 def _user_info(user: str, role: str, staff: _Staff, practitioners: dict[str, Person]) -> UserInfo:
     ident = staff.fhir.get(user, "")
     person = practitioners.get(ident.removeprefix("Practitioner/")) if ident else None

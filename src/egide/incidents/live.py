@@ -197,7 +197,6 @@ class LiveDetection:
         # Seqs skipped over -> when first missed: PostgreSQL's snapshot xmax then, or (SQLite)
         # the monotonic time.
         self._missing: dict[int, float] = {}
-        self._dismissed: frozenset[str] = frozenset()
         self._last_feedback = self._last_context = self._last_forget = 0.0
 
     # --- the step ----------------------------------------------------------------------------
@@ -388,9 +387,8 @@ class LiveDetection:
             )
         ).all()
         ids = frozenset(r.id for r in rows)
-        if ids == self._dismissed:
-            return
-        self._dismissed = ids
+        if ids == detector.feedback.ids:
+            return  # unchanged: the model is not rebuilt for nothing
         detector.set_feedback(_dismissal(r) for r in rows)
 
     # --- storing and acting ------------------------------------------------------------------
