@@ -74,9 +74,10 @@ def run(
                     markup=False,
                 )
 
-        detector.feed_file(events, on_bytes=advance, on_bad=on_bad)
-        bar.update(task, description="scoring")
-        alerts = detector.finish()
+        def scoring() -> None:
+            bar.update(task, description="scoring")
+
+        alerts = detector.run_file(events, on_bytes=advance, on_bad=on_bad, on_read=scoring)
     write_alerts(out_path, alerts)
     summary = detector.summary()
     if bad > MAX_REPORTED_BAD_LINES:

@@ -25,6 +25,7 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from egide.detect.clock import Clock
@@ -50,6 +51,7 @@ def normalise(text: str | None) -> str:
 
 
 Window = tuple[float, float]
+_NO_WINDOWS: Mapping[str, tuple[Window, ...]] = MappingProxyType({})
 
 
 @dataclass(slots=True)
@@ -93,10 +95,13 @@ class ContextIndex:
     # The context's time zone (IANA name), if it gives one.
     timezone: str | None = None
     # department -> patient -> the windows of care links covering the department's staff
-    # (the department's own links and its members'), built as asked; user -> patient -> the
-    # user's own windows (user_care by user).
-    _dept_windows: dict[str, dict[str, tuple[Window, ...]]] = field(default_factory=dict)
+    # (the department's own links and its members'); user -> patient -> the user's own
+    # windows (user_care by user); user -> their own patient records. Built on first use.
+    _dept_windows: dict[str, dict[str, tuple[Window, ...]]] | None = None
     _user_windows: dict[str, dict[str, list[Window]]] | None = None
+    _own_records: dict[str, frozenset[str]] | None = None
+    _by_address: dict[str, list[str]] | None = None
+    _by_name_postal: dict[tuple[str, str], list[str]] | None = None
     _clocks: dict[str, Clock] = field(default_factory=dict)
 
     def clock(self, setting: str | None) -> Clock:
@@ -116,22 +121,54 @@ class ContextIndex:
             self._user_windows = by_user
         return self._user_windows.get(user, {})
 
-    def department_windows(self, department: str) -> dict[str, tuple[Window, ...]]:
+    def department_windows(self, department: str) -> Mapping[str, tuple[Window, ...]]:
         """patient -> the windows of the links by which `covered` answers "department" or
-        "colleague" for this department; filled by `department_windows_of` as asked (a
-        scoring loop looks the patient up here first)."""
-        return self._dept_windows.setdefault(department, {})
+        "colleague" for this department (a patient absent: none). Built for every department
+        at once on first use, in one pass over the links."""
+        if self._dept_windows is None:
+            by_dept: dict[str, dict[str, list[Window]]] = {}
+            for (dept, patient), windows in self.dept_care.items():
+                by_dept.setdefault(dept, {}).setdefault(patient, []).extend(windows)
+            for patient, links in self.patient_care.items():
+                for start, end, dept, _recorded in links:
+                    by_dept.setdefault(dept, {}).setdefault(patient, []).append((start, end))
+            self._dept_windows = {
+                dept: {patient: tuple(w) for patient, w in per.items()}
+                for dept, per in by_dept.items()
+            }
+        return self._dept_windows.get(department, _NO_WINDOWS)
 
-    def department_windows_of(self, department: str, patient: str) -> tuple[Window, ...]:
-        found = self.department_windows(department).get(patient)
-        if found is None:
-            windows = list(self.dept_care.get((department, patient), ()))
-            windows += [
-                (start, end)
-                for start, end, dept, _recorded in self.patient_care.get(patient, ())
-                if dept == department
-            ]
-            found = self._dept_windows[department][patient] = tuple(windows)
+    def employees_as_patients(self) -> dict[str, frozenset[str]]:
+        """user -> the patient records that are the user's own (employee links; self-access)."""
+        if self._own_records is None:
+            own: dict[str, set[str]] = {}
+            for patient in self.patients.values():
+                if patient.employee is not None:
+                    own.setdefault(patient.employee, set()).add(patient.id)
+            self._own_records = {user: frozenset(ids) for user, ids in own.items()}
+        return self._own_records
+
+    def relatives_of(self, user: UserProfile) -> dict[str, str]:
+        """patient -> the reason of `family_match(user, patient)` for every patient it gives
+        one for (the same answers, looked up in indexes of addresses and of family names
+        with postal codes instead of compared with every patient)."""
+        if self._by_address is None or self._by_name_postal is None:
+            by_address: dict[str, list[str]] = {}
+            by_name_postal: dict[tuple[str, str], list[str]] = {}
+            for p in self.patients.values():
+                if p.address:
+                    by_address.setdefault(p.address, []).append(p.id)
+                if p.family and p.postal:
+                    by_name_postal.setdefault((p.family, p.postal), []).append(p.id)
+            self._by_address, self._by_name_postal = by_address, by_name_postal
+        candidates = self._by_address.get(user.address, []) if user.address else []
+        if user.family and user.postal:
+            candidates = candidates + self._by_name_postal.get((user.family, user.postal), [])
+        found: dict[str, str] = {}
+        for patient_id in candidates:
+            reason = family_match(user, self.patients[patient_id])
+            if reason is not None:
+                found[patient_id] = reason
         return found
 
     def user(self, user_id: str) -> UserProfile:
@@ -174,6 +211,22 @@ class ContextIndex:
             if first <= recorded + DAY:
                 found.add(dept)
         return found
+
+
+def family_match(user: UserProfile, patient: PatientProfile) -> str | None:
+    """A reason when the patient is plausibly a relative or neighbour of the user. A shared
+    surname alone is not one (common names are shared by strangers): it needs the same postal
+    code or address too; the same street address alone means neighbours or household."""
+    same_name = bool(user.family) and user.family == patient.family
+    same_address = bool(user.address) and user.address == patient.address
+    same_postal = bool(user.postal) and user.postal == patient.postal
+    if same_name and same_address:
+        return "same family name and address as the user"
+    if same_name and same_postal:
+        return "same family name and postal code as the user"
+    if same_address:
+        return "same address as the user (a neighbour or a member of the household)"
+    return None
 
 
 def build_index(context: Context, *, after_end_days: float = 14.0) -> ContextIndex:
@@ -294,8 +347,10 @@ class AccessModel:
         default_factory=dict
     )
     role_key: dict[tuple[str, str, bool, bool], dict[str, int]] = field(default_factory=dict)
-    # group -> patient -> the users of the group who touched the patient
-    group_patient_users: dict[tuple[str, str], dict[str, set[str]]] = field(default_factory=dict)
+    # user -> (their group, the patients they touched); turned into group -> patient -> the
+    # users of the group who touched the patient by `patient_users`.
+    _touched: dict[str, tuple[tuple[str, str], set[str]]] = field(default_factory=dict)
+    _patient_users: dict[tuple[str, str], dict[str, set[str]]] | None = None
     # (group or role, at night) -> the users with pair-days then
     members: dict[Any, set[str]] = field(default_factory=lambda: defaultdict(set))
     # share() is a pure function of the counts, asked again and again for the same user and
@@ -303,36 +358,6 @@ class AccessModel:
     _shares: dict[tuple[Any, ...], tuple[float, str, str]] = field(default_factory=dict)
     _sums: dict[Any, tuple[int, dict[str, int]]] = field(default_factory=dict)
     _ordered: dict[Any, list[int]] = field(default_factory=dict)
-
-    def add(
-        self,
-        user: UserProfile,
-        patient: str,
-        categories: Iterable[str],
-        wrote: bool,
-        night: bool,
-    ) -> None:
-        self._shares.clear()
-        self._sums.clear()
-        self._ordered.clear()
-        group = user.group
-        uid = user.id
-        self.group_total[(group, night)] += 1
-        self.role_total[(user.role, night)] += 1
-        self.user_total[(uid, night)] += 1
-        self.members[(group, night)].add(uid)
-        self.members[(user.role, night)].add(uid)
-        for cat in categories:
-            per = self.group_key.setdefault((group, cat, wrote, night), {})
-            per[uid] = per.get(uid, 0) + 1
-            per = self.role_key.setdefault((user.role, cat, wrote, night), {})
-            per[uid] = per.get(uid, 0) + 1
-        per_patient = self.group_patient_users.setdefault(group, {})
-        users = per_patient.get(patient)
-        if users is None:
-            per_patient[patient] = {uid}
-        else:
-            users.add(uid)
 
     def add_day(
         self,
@@ -360,14 +385,14 @@ class AccessModel:
             per[uid] = per.get(uid, 0) + n
             per = role_key.setdefault((role, cat, wrote, night), {})
             per[uid] = per.get(uid, 0) + n
-        per_patient = self.group_patient_users.setdefault(group, {})
-        get = per_patient.get
-        for patient in patients:
-            users = get(patient)
-            if users is None:
-                per_patient[patient] = {uid}
-            else:
-                users.add(uid)
+        # Who touched whom is kept per user (one set update per day) and turned around per
+        # group when first asked (`patient_users`): far fewer steps than one per pair-day.
+        found = self._touched.get(uid)
+        if found is None:
+            self._touched[uid] = (group, set(patients))
+        else:
+            found[1].update(patients)
+        self._patient_users = None
 
     def share(
         self,
@@ -460,12 +485,72 @@ class AccessModel:
         typical = rest[len(rest) // 2]
         return top if top > 3 * max(typical, 1) else 0
 
+    def export(self) -> tuple[Any, ...]:
+        """The counts as plain values (`marshal` can carry them): one process's share of the
+        hospital, for `absorb` in another (the accounts of the two must not overlap)."""
+        return (
+            dict(self.group_total),
+            dict(self.role_total),
+            dict(self.user_total),
+            self.group_key,
+            self.role_key,
+            dict(self.members),
+            self._touched,
+        )
+
+    def absorb(self, other: tuple[Any, ...]) -> None:
+        """Add the counts `export` gave of other accounts: the model is then the one the
+        pair-days of both give."""
+        group_total, role_total, user_total, group_key, role_key, members, touched = other
+        _add_counts(self.group_total, group_total)
+        _add_counts(self.role_total, role_total)
+        _add_counts(self.user_total, user_total)
+        _add_per_user(self.group_key, group_key)
+        _add_per_user(self.role_key, role_key)
+        for key, users in members.items():
+            self.members[key] |= users
+        for uid, (group, patients) in touched.items():
+            found = self._touched.get(uid)
+            if found is None:
+                self._touched[uid] = (tuple(group), set(patients))
+            else:
+                found[1].update(patients)
+        self._shares.clear()
+        self._sums.clear()
+        self._ordered.clear()
+        self._patient_users = None
+
+    def patient_users(self) -> dict[tuple[str, str], dict[str, set[str]]]:
+        """group -> patient -> the users of the group who touched the patient."""
+        if self._patient_users is None:
+            by_group: dict[tuple[str, str], dict[str, set[str]]] = {}
+            for uid, (group, patients) in self._touched.items():
+                per_patient = by_group.setdefault(group, {})
+                for patient in patients:
+                    users = per_patient.get(patient)
+                    if users is None:
+                        per_patient[patient] = {uid}
+                    else:
+                        users.add(uid)
+            self._patient_users = by_group
+        return self._patient_users
+
     def peers_on(self, user: UserProfile, patient: str) -> int:
         """How many others of the user's peer group also accessed this patient."""
-        others = self.group_patient_users.get(user.group, {}).get(patient)
+        others = self.patient_users().get(user.group, {}).get(patient)
         if others is None:
             return 0
         return len(others) - (user.id in others)
+
+
+def _add_counts(into: dict[Any, int], counts: Mapping[Any, int]) -> None:
+    for key, n in counts.items():
+        into[key] = into.get(key, 0) + n
+
+
+def _add_per_user(into: dict[Any, dict[str, int]], counts: Mapping[Any, dict[str, int]]) -> None:
+    for key, per_user in counts.items():
+        _add_counts(into.setdefault(key, {}), per_user)
 
 
 def sliding_max(points: Sequence[tuple[float, int]], width: float) -> tuple[int, int, int]:

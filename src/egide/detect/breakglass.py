@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from egide.detect.baseline import DAY, ContextIndex
+from egide.detect.baseline import DAY, ContextIndex, family_match
 from egide.detect.cases import Finding
 from egide.detect.features import Rare, StreamState
-from egide.detect.relationship import family_match
 from egide.detect.settings import DetectSettings
 
 FOLLOW_DAYS = 3

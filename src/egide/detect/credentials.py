@@ -243,6 +243,20 @@ class History:
         self._networks: dict[str, str] = {}  # address -> its network, worked out once
         self._add(state)
 
+    def export(self) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+        """The devices and networks in use, with their users, as plain values (one share of
+        the hospital, for `absorb` elsewhere)."""
+        return dict(self.devices), dict(self.ips)
+
+    def absorb(self, other: tuple[dict[str, set[str]], dict[str, set[str]]]) -> None:
+        """Other accounts' devices and networks (`export` of another share of the hospital):
+        what is novel is then judged against both."""
+        devices, ips = other
+        for device, users in devices.items():
+            self.devices[device] |= users
+        for net, users in ips.items():
+            self.ips[net] |= users
+
     def refresh(self, state: StreamState, view: StreamState) -> None:
         """Live: the accounts of `view` (all their days) learned again, and the failures
         again from `state`; everyone else stays as learned (the hospital-wide devices and

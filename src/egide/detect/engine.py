@@ -15,22 +15,35 @@ fresher context (new admissions, new staff), and `set_feedback` the officer's di
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from egide.detect import parallel as two
 from egide.detect.baseline import AccessModel, ContextIndex, build_index
 from egide.detect.breakglass import break_glass_findings
 from egide.detect.cases import Finding, absorb, group_cases
 from egide.detect.credentials import History, build_history, failure_findings, stolen_findings
 from egide.detect.events import Alert, BadLine, Context, Event, Record, parse_time
-from egide.detect.features import DAY, StreamState, as_records, ingest, ingest_file, no_gc
+from egide.detect.features import (
+    DAY,
+    StreamState,
+    as_records,
+    ingest,
+    ingest_file,
+    no_gc,
+    split_point,
+)
 from egide.detect.feedback import Dismissal, Feedback
 from egide.detect.relationship import build_model, relationship_findings
 from egide.detect.settings import DetectSettings
 from egide.detect.volume import Baselines, volume_findings
 
 NO_CARE_ROLES = frozenset({"service"})
+# The share of a file the first process reads when both processes also judge (run_file):
+# after reading, the two do the same work (measured on 1 M simulated events).
+JUDGED_FIRST_SHARE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,16 +83,20 @@ class Detector:
         self.feedback = Feedback(feedback)
         self._emitted: dict[str, Alert] = {}
         self._model: _Model | None = None
+        # Set by run_file when the file was judged in two processes (see there).
+        self._spent: Summary | None = None
 
     # --- batch -------------------------------------------------------------------------------
 
     def feed(self, events: Iterable[Event | Record]) -> None:
         """Fold events in (checked as lines of an events file; DetectFormatError on the first
         that does not follow the format)."""
+        self._check_whole()
         ingest(self.state, as_records(events))
 
     def feed_records(self, records: Iterable[Record]) -> int:
         """Fold checked records (events.read_records); returns how many."""
+        self._check_whole()
         return ingest(self.state, records)
 
     def feed_file(
@@ -91,7 +108,86 @@ class Detector:
     ) -> int:
         """The fast path: read, check and fold an events file (features.ingest_file); bad
         lines go to `on_bad` with their line numbers. Returns the number of events folded."""
+        self._check_whole()
         return ingest_file(self.state, path, on_bytes=on_bytes, on_bad=on_bad)
+
+    def run_file(
+        self,
+        path: Path,
+        *,
+        on_bytes: Callable[[int], object] | None = None,
+        on_bad: Callable[[BadLine], object] | None = None,
+        on_read: Callable[[], object] | None = None,
+        split: int | None = None,
+    ) -> list[Alert]:
+        """Batch in one call (`egide detect run`): the alerts `feed_file` then `finish` give.
+
+        A large file on a machine of two cores or more is read *and judged* by two processes
+        (`parallel.score_split`), each over the accounts given to it, so that scoring shares
+        the cores as reading does. The detector then holds only its share of the accounts'
+        days: it answers `summary` (for the whole file) and nothing more. `on_read()` once
+        the whole file is read (scoring goes on: a progress bar's stage). `split` (tests)
+        forces the two processes and where the file is divided. Should the second process
+        be lost, the file is read and judged again here, in one process."""
+        self._check_whole()
+        if split is None and not self.state.days and not self.state.failures:
+            split = split_point(path, first_share=JUDGED_FIRST_SHARE)
+        if split is None or self.state.days or self.state.failures:
+            self.feed_file(path, on_bytes=on_bytes, on_bad=on_bad)
+            if on_read is not None:
+                on_read()
+            return self.finish()
+        reported = [0]  # the last line number passed to on_bad
+        told = [False]
+
+        def read() -> None:
+            if on_read is not None and not told[0]:
+                told[0] = True
+                on_read()
+
+        def bad_line(line: BadLine) -> None:
+            reported[0] = line.line_no
+            if on_bad is not None:
+                on_bad(line)
+
+        def judge(view: StreamState, exchange: two.Exchange) -> list[Finding]:
+            return self._findings(view, None, exchange=exchange)
+
+        with no_gc():
+            result = two.score_split(
+                self.state,
+                path,
+                split,
+                judge,
+                on_bytes=on_bytes,
+                on_bad=bad_line,
+                on_read=read,
+            )
+            if result is not None:
+                findings, user_days = result
+                findings += failure_findings(self.state, self.settings)
+                alerts = self._alerts(findings)
+                # What remains of the aggregates lives as long as the detector: out of the
+                # cycle collector's reach, as after `ingest_file`.
+                gc.freeze()
+        if result is None:
+            self.state = StreamState()
+
+            def again(line: BadLine) -> None:
+                if line.line_no > reported[0]:
+                    bad_line(line)
+
+            ingest_file(self.state, path, on_bad=again, parallel=False)
+            read()
+            return self.finish()
+        self._emitted = {a.id: a for a in alerts}
+        self._spent = Summary(self.state.events, user_days, self.state.unknown_actions)
+        return alerts
+
+    def _check_whole(self) -> None:
+        if self._spent is not None:
+            msg = "this detector judged a file in two processes and holds only its share of it"
+            raise RuntimeError(msg)
 
     def finish(self) -> list[Alert]:
         """Score everything seen; the complete, sorted list of alerts."""
@@ -100,10 +196,13 @@ class Detector:
         return alerts
 
     def summary(self) -> Summary:
+        if self._spent is not None:
+            return self._spent
         return Summary(self.state.events, len(self.state.days), self.state.unknown_actions)
 
     def score(self) -> list[Alert]:
         """Every alert of the state, sorted (all accounts, a fresh access model)."""
+        self._check_whole()
         with no_gc():  # scoring builds many small objects and no cycles
             return self._score(None)
 
@@ -113,6 +212,7 @@ class Detector:
         """Live: fold a micro-batch (in time order, after what was fed before) and return the
         alerts that are new or changed since the last call (a case whose evidence grew comes
         back with the same id), sorted."""
+        self._check_whole()
         records = list(as_records(events))
         ingest(self.state, records)
         touched = {r["user"] for r in records}
@@ -179,8 +279,33 @@ class Detector:
         """Alerts of every account (`only` None: also rebuilds the access model), or of the
         accounts in `only` against the last model. Findings about sign-in failures span
         accounts (one address, many accounts) and are always computed whole."""
-        state, index, settings = self.state, self.index, self.settings
+        state = self.state
         view = state if only is None else _view(state, only)
+        findings = self._findings(view, only, live=live)
+        findings += failure_findings(state, self.settings)
+        return self._alerts(findings)
+
+    def _alerts(self, findings: list[Finding]) -> list[Alert]:
+        """Findings grouped into cases, the officer's dismissals applied."""
+        settings = self.settings
+        alerts = group_cases(absorb(findings), gap_seconds=settings.case_gap_days * DAY)
+        return self.feedback.apply(alerts, settings)
+
+    def _findings(
+        self,
+        view: StreamState,
+        only: set[str] | None,
+        *,
+        live: bool = False,
+        exchange: two.Exchange | None = None,
+    ) -> list[Finding]:
+        """Every finding about the accounts of `view` but the sign-in failures'.
+
+        `only` None: `view` is the whole stream, or (with `exchange`) one process's share of
+        its accounts, all their days; the hospital-wide parts (access model, peer volumes,
+        devices and networks) are learned from it, or from it and what `exchange` returns for
+        the other share. `only` given: those accounts against the last model."""
+        state, index, settings = self.state, self.index, self.settings
         findings: list[Finding] = []
         bg_findings, bg_pairs = break_glass_findings(view, index, settings)
         findings += bg_findings
@@ -189,12 +314,29 @@ class Detector:
         # care relationship by nature: the relationship detectors leave it alone, while its
         # volumes, devices and addresses are judged like anyone's.
         uncovered = [u for u in uncovered if u.user.role not in NO_CARE_ROLES]
+        # Volumes compare with the peers' days and sessions with the whole hospital's
+        # devices and networks: live, those come from the last full scoring, and the touched
+        # accounts' own history from now.
         if only is None:
-            self._model = _Model(built, state.last_ts, int(state.last_ts // DAY))
+            baselines = Baselines(view, index, settings)
+            history = build_history(view, index, settings)
+            if exchange is not None:
+                theirs = exchange((built.export(), baselines.export(), history.export()))
+                built.absorb(theirs[0])
+                baselines.absorb(theirs[1])
+                history.absorb(theirs[2])
+            self._model = _Model(
+                built, state.last_ts, int(state.last_ts // DAY), baselines, history
+            )
             model = built
         else:
-            assert self._model is not None
-            model = self._model.model
+            cached = self._model
+            assert cached is not None
+            assert cached.history is not None
+            model = cached.model
+            baselines = Baselines(view, index, settings, peers=cached.baselines)
+            history = cached.history
+            history.refresh(state, view)
         findings += selfs
         unexplained: set[tuple[str, int, str]] = set()
         related = relationship_findings(
@@ -208,26 +350,9 @@ class Detector:
             ripe = int(state.last_ts // DAY) - settings.live_settle_days
             related = [f for f in related if int(f.last // DAY) < ripe]
         findings += related
-        # Volumes compare with the peers' days and sessions with the whole hospital's
-        # devices and networks: live, those come from the last full scoring, and the touched
-        # accounts' own history from now.
-        if only is None:
-            baselines = Baselines(state, index, settings)
-            history = build_history(state, index, settings)
-            assert self._model is not None
-            self._model.baselines, self._model.history = baselines, history
-        else:
-            cached = self._model
-            assert cached is not None
-            assert cached.history is not None
-            baselines = Baselines(view, index, settings, peers=cached.baselines)
-            history = cached.history
-            history.refresh(state, view)
         findings += volume_findings(view, baselines, settings)
         findings += stolen_findings(view, index, settings, unexplained, history=history)
-        findings += failure_findings(state, settings)
-        alerts = group_cases(absorb(findings), gap_seconds=settings.case_gap_days * DAY)
-        return self.feedback.apply(alerts, settings)
+        return findings
 
 
 def _view(state: StreamState, users: set[str]) -> StreamState:

@@ -197,10 +197,8 @@ def ingest_file(
     parts, the bad lines of the second are reported once the first is folded."""
     from egide.detect import parallel as two  # noqa: PLC0415 - it imports this module
 
-    if parallel and split is None and two.can_fork() and two.cores() >= 2:
-        size = two.file_size(path)
-        if size >= PARALLEL_MIN_BYTES:
-            split = int(size * (FIRST_SHARE_GZIP if path.suffix == ".gz" else FIRST_SHARE))
+    if parallel and split is None:
+        split = split_point(path)
     n = 0
     with no_gc():
         if parallel and split is not None and two.can_fork():
@@ -218,6 +216,22 @@ def ingest_file(
             # (only garbage cycles existing at this instant would then never be collected).
             gc.freeze()
     return n
+
+
+def split_point(path: Path, *, first_share: float | None = None) -> int | None:
+    """Where two processes divide an events file (uncompressed bytes), or None when one
+    reads it: the system cannot fork, there is one core, or the file is too small for the
+    second process to pay for itself. `first_share`: the share of the first process
+    (FIRST_SHARE or FIRST_SHARE_GZIP by default)."""
+    from egide.detect import parallel as two  # noqa: PLC0415 - it imports this module
+
+    if not (two.can_fork() and two.cores() >= 2):
+        return None
+    size = two.file_size(path)
+    if size < PARALLEL_MIN_BYTES:
+        return None
+    gz = path.suffix == ".gz"
+    return int(size * (first_share or (FIRST_SHARE_GZIP if gz else FIRST_SHARE)))
 
 
 @contextlib.contextmanager

@@ -23,10 +23,13 @@ import os
 import select
 import signal
 import struct
+import threading
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from egide.detect.cases import Finding
 from egide.detect.events import BadLine, read_chunks
 from egide.detect.features import (
     Failure,
@@ -94,23 +97,10 @@ def ingest_split(
         os.close(write_fd)
         reaped = False
         try:
-            seen = [0]  # the worker's bytes already passed to on_bytes
-
-            def forward() -> None:
-                if on_bytes is not None:
-                    done = _COUNTER.unpack_from(counter)[0]
-                    if done > seen[0]:
-                        on_bytes(done - seen[0])
-                        seen[0] = done
-
-            n = 0
-            lines_before = 0  # the lines of this part: the worker's are numbered after them
-            for first, lines in read_chunks(
-                path, on_bytes=on_bytes, chunk_bytes=chunk_bytes, end=split
-            ):
-                n += fold_lines(state, lines, first, on_bad)
-                lines_before = first + len(lines) - 1
-                forward()
+            forward = _forwarder(counter, on_bytes)
+            n, lines_before = _fold_first(
+                state, path, split, chunk_bytes, on_bytes, on_bad, forward
+            )
             data = _receive(read_fd, forward)
             _, status = os.waitpid(pid, 0)
             reaped = True
@@ -132,6 +122,270 @@ def ingest_split(
             counter.close()
             if not reaped:
                 _stop(pid)
+
+
+# --- reading and judging in two processes ----------------------------------------------------
+
+# One process's share of the hospital-wide model in, the other share's out (engine._findings).
+Exchange = Callable[[tuple[Any, ...]], tuple[Any, ...]]
+# Every finding about the accounts of a state (all their days) but the sign-in failures'.
+Judge = Callable[[StreamState, Exchange], list[Finding]]
+
+
+class WorkerLost(Exception):
+    """The worker of a split run stopped before its end (killed, out of memory, a fault)."""
+
+
+def owner(user: str) -> int:
+    """Which process of a split run judges an account (0: the parent, 1: the worker): fixed
+    by the account's id, so the two agree without a word."""
+    return zlib.crc32(user.encode("utf-8", "surrogatepass")) & 1
+
+
+def score_split(
+    state: StreamState,
+    path: Path,
+    split: int,
+    judge: Judge,
+    *,
+    on_bytes: Callable[[int], object] | None = None,
+    on_bad: Callable[[BadLine], object] | None = None,
+    on_read: Callable[[], object] | None = None,
+    chunk_bytes: int = 1 << 20,
+) -> tuple[list[Finding], int] | None:
+    """Read *and judge* `path` in two processes: the findings `judge` gives over the whole
+    file, and the number of user-days, or None when the worker was lost (`state` then holds
+    a part of the file: the caller starts again in one process).
+
+    As `ingest_split`, this process folds the lines before `split` into `state` (a fresh
+    one) and a forked worker the others. Then each takes the accounts `owner` gives it: the
+    two swap the days of the other's accounts (so each holds all the days of its own, and
+    every failure), each judges its accounts with `judge`, swapping once on the way their
+    shares of the hospital-wide model (`Exchange`), and the worker sends its findings back.
+    Judging is most of the time after reading; both cores share it. Bad lines go to
+    `on_bad` in file order (the worker's once its findings are in); `on_read()` once both
+    parts are read. `state` ends with all
+    the days of this process's accounts, the others' days of this part, every failure and
+    the whole file's counts."""
+    counter = mmap.mmap(-1, _COUNTER.size)
+    with no_gc():
+        down_r, down_w = os.pipe()  # to the worker
+        up_r, up_w = os.pipe()  # from the worker
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the worker (coverage does not follow the fork)
+            os.close(down_w)
+            os.close(up_r)
+            _judging_worker(path, split, chunk_bytes, counter, down_r, up_w, judge)
+        os.close(down_r)
+        os.close(up_w)
+        reaped = False
+        senders: list[threading.Thread] = []
+        try:
+            forward = _forwarder(counter, on_bytes)
+            _, lines_before = _fold_first(
+                state, path, split, chunk_bytes, on_bytes, on_bad, forward
+            )
+            senders.append(_send_later(down_w, pack(state, {}, _owned_by(1))))
+            bad, theirs = _receive_one(up_r, forward)
+            forward()
+            if on_read is not None:
+                on_read()  # both parts read (the worker sent its part once read)
+            merge(state, theirs)
+            del theirs
+            view = _share(state, _owned_by(0))
+
+            def exchange(mine: tuple[Any, ...]) -> tuple[Any, ...]:
+                senders.append(_send_later(down_w, mine))
+                found: tuple[Any, ...] = _receive_one(up_r, forward)
+                return found
+
+            findings = judge(view, exchange)
+            found, their_days = _receive_one(up_r, forward)
+            for sender in senders:
+                sender.join()
+            _, status = os.waitpid(pid, 0)
+            reaped = True
+            forward()
+            if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+                return None
+            findings += [Finding(*f) for f in found]
+            if on_bad is not None:
+                for line_no, message in bad:
+                    on_bad(BadLine(line_no + lines_before, message))
+            return findings, len(view.days) + their_days
+        except WorkerLost:
+            return None
+        finally:
+            # The worker stopped first, so a sender still writing to it fails at once (its
+            # pipe has no reader) and ends before the descriptors are closed.
+            if not reaped:
+                _stop(pid)
+            for sender in senders:
+                sender.join()
+            os.close(down_w)
+            os.close(up_r)
+            counter.close()
+
+
+def _judging_worker(  # pragma: no cover - runs in the forked child  # noqa: PLR0917
+    path: Path,
+    split: int,
+    chunk_bytes: int,
+    counter: mmap.mmap,
+    down: int,
+    up: int,
+    judge: Judge,
+) -> NoReturn:
+    """The worker of `score_split`: fold the part from `split`, swap days, judge its
+    accounts, send the findings, exit (`os._exit`, as `_worker`)."""
+    code = 1
+    try:
+        state, first_ip, bad = _fold_rest(path, split, chunk_bytes, counter)
+        sender = _send_later(up, (bad, pack(state, first_ip, _owned_by(0))))
+        earlier = _receive_one(down, _idle)
+        # This worker's accounts, all their days in file order: the parent's part first.
+        merge_before(state, earlier, first_ip)
+        del earlier
+        view = _share(state, _owned_by(1))
+        sender.join()
+
+        def exchange(mine: tuple[Any, ...]) -> tuple[Any, ...]:
+            swap = _send_later(up, mine)
+            found: tuple[Any, ...] = _receive_one(down, _idle)
+            swap.join()
+            return found
+
+        findings = judge(view, exchange)
+        found = [
+            (
+                f.kind,
+                f.severity,
+                f.score,
+                f.user,
+                f.patient,
+                f.first,
+                f.last,
+                f.start,
+                f.end,
+                f.events,
+                f.reasons,
+            )
+            for f in findings
+        ]
+        _write_message(up, (found, len(view.days)))
+        code = 0
+    except BaseException:  # noqa: BLE001, S110 - the parent sees the exit code and starts again
+        pass
+    finally:
+        os._exit(code)
+
+
+def _owned_by(process: int) -> Callable[[str], bool]:
+    known: dict[str, bool] = {}
+
+    def owned(user: str) -> bool:
+        found = known.get(user)
+        if found is None:
+            found = known[user] = owner(user) == process
+        return found
+
+    return owned
+
+
+def _share(state: StreamState, users: Callable[[str], bool]) -> StreamState:
+    """The state restricted to some accounts' days (shared objects), every failure kept."""
+    return StreamState(
+        days={key: ud for key, ud in state.days.items() if users(ud.user)},
+        failures=state.failures,
+        events=state.events,
+        first_ts=state.first_ts,
+        last_ts=state.last_ts,
+    )
+
+
+def _idle() -> None:  # pragma: no cover - the worker has nothing to do while waiting
+    return
+
+
+def _write_message(fd: int, message: Any) -> None:
+    data = marshal.dumps(message, MARSHAL_VERSION)
+    _write_all(fd, _COUNTER.pack(len(data)))
+    _write_all(fd, data)
+
+
+def _send_later(fd: int, message: Any) -> threading.Thread:
+    """`message` written to `fd` by a thread (both processes send at once: writing in the
+    foreground, each would wait for the other to read). It is serialised here, before this
+    returns, so the caller may change what it refers to. A write the other side stopped
+    reading is dropped: the other side is gone, which the reader sees."""
+    data = marshal.dumps(message, MARSHAL_VERSION)
+
+    def send() -> None:
+        with contextlib.suppress(OSError):
+            _write_all(fd, _COUNTER.pack(len(data)))
+            _write_all(fd, data)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    return sender
+
+
+def _receive_one(fd: int, tick: Callable[[], None]) -> Any:
+    """The next message on `fd` (`tick` while waiting); WorkerLost if the pipe ends first."""
+    size = _COUNTER.unpack(_read_exactly(fd, _COUNTER.size, tick))[0]
+    data = _read_exactly(fd, size, tick)
+    return marshal.loads(data)  # noqa: S302 - written by our own forked process
+
+
+def _read_exactly(fd: int, size: int, tick: Callable[[], None]) -> bytearray:
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if not ready:
+            tick()
+            continue
+        n = os.readv(fd, [view[got:]])
+        if n == 0:
+            raise WorkerLost
+        got += n
+    return buffer
+
+
+def _forwarder(counter: mmap.mmap, on_bytes: Callable[[int], object] | None) -> Callable[[], None]:
+    """A callable passing on to `on_bytes` what the worker read since its last call (the
+    worker counts its bytes in `counter`)."""
+    seen = [0]
+
+    def forward() -> None:
+        if on_bytes is not None:
+            done = _COUNTER.unpack_from(counter)[0]
+            if done > seen[0]:
+                on_bytes(done - seen[0])
+                seen[0] = done
+
+    return forward
+
+
+def _fold_first(  # noqa: PLR0917 - private, the two readers' shared first step
+    state: StreamState,
+    path: Path,
+    split: int,
+    chunk_bytes: int,
+    on_bytes: Callable[[int], object] | None,
+    on_bad: Callable[[BadLine], object] | None,
+    tick: Callable[[], None],
+) -> tuple[int, int]:
+    """Fold the lines before `split` into `state` (`tick` after each chunk): (events
+    folded, lines in this part; the worker's are numbered after them)."""
+    n = 0
+    lines_before = 0
+    for first, lines in read_chunks(path, on_bytes=on_bytes, chunk_bytes=chunk_bytes, end=split):
+        n += fold_lines(state, lines, first, on_bad)
+        lines_before = first + len(lines) - 1
+        tick()
+    return n, lines_before
 
 
 def _receive(fd: int, tick: Callable[[], None]) -> bytes:
@@ -156,35 +410,8 @@ def _worker(  # pragma: no cover - runs in the forked child
     fixtures — runs twice)."""
     code = 1
     try:
-        state = StreamState()
-        bad: list[BadLine] = []
-        first_ip: dict[int, str | None] = {}
-
-        def session(device: str | None, ip: str | None, ts: float, time: str) -> Session:
-            # Made without its address, so every access's address lands in `ips` (the
-            # merge needs them all when the session began in the other part); the address
-            # it began with is kept aside.
-            made = Session(device, None, ts, time)
-            first_ip[id(made)] = ip
-            return made
-
-        done = 0
-
-        def progress(n: int) -> None:
-            nonlocal done
-            done += n
-            _COUNTER.pack_into(counter, 0, done)
-
-        for first, lines in read_chunks(
-            path, on_bytes=progress, chunk_bytes=chunk_bytes, start=split
-        ):
-            fold_lines(state, lines, first, bad.append, session=session)
-        data = marshal.dumps(
-            ([(b.line_no, b.message) for b in bad], pack(state, first_ip)), MARSHAL_VERSION
-        )
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        state, first_ip, bad = _fold_rest(path, split, chunk_bytes, counter)
+        _write_all(fd, marshal.dumps((bad, pack(state, first_ip)), MARSHAL_VERSION))
         code = 0
     except BaseException:  # noqa: BLE001, S110 - the parent sees the exit code and reads the part itself
         pass
@@ -192,9 +419,50 @@ def _worker(  # pragma: no cover - runs in the forked child
         os._exit(code)
 
 
-def pack(state: StreamState, first_ip: dict[int, str | None]) -> tuple[Any, ...]:
-    """The worker's state as plain tuples (see `merge`). `first_ip`: id of each session ->
-    the address it began with (its `ip` is None and its `ips` hold every access's address)."""
+def _fold_rest(  # pragma: no cover - runs in the forked child
+    path: Path, split: int, chunk_bytes: int, counter: mmap.mmap
+) -> tuple[StreamState, dict[int, str | None], list[tuple[int, str]]]:
+    """The worker's part folded into a fresh state: (state, the address each session began
+    with by the session's id, the bad lines as (number within the part, message))."""
+    state = StreamState()
+    bad: list[BadLine] = []
+    first_ip: dict[int, str | None] = {}
+
+    def session(device: str | None, ip: str | None, ts: float, time: str) -> Session:
+        # Made without its address, so every access's address lands in `ips` (the merge
+        # needs them all when the session began in the other part); the address it began
+        # with is kept aside.
+        made = Session(device, None, ts, time)
+        first_ip[id(made)] = ip
+        return made
+
+    done = 0
+
+    def progress(n: int) -> None:
+        nonlocal done
+        done += n
+        _COUNTER.pack_into(counter, 0, done)
+
+    for first, lines in read_chunks(path, on_bytes=progress, chunk_bytes=chunk_bytes, start=split):
+        fold_lines(state, lines, first, bad.append, session=session)
+    return state, first_ip, [(b.line_no, b.message) for b in bad]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def pack(
+    state: StreamState,
+    first_ip: dict[int, str | None],
+    users: Callable[[str], bool] | None = None,
+) -> tuple[Any, ...]:
+    """A state as plain tuples (see `merge`): the accounts `users` accepts (all by default)
+    and every failure. `first_ip`: id of a session made by the worker -> the address it began
+    with (its `ip` is None and its `ips` hold every access's address); another session's
+    address is its own."""
     days = [
         (
             ud.user,
@@ -204,16 +472,17 @@ def pack(state: StreamState, first_ip: dict[int, str | None]) -> tuple[Any, ...]
             ud.hours,
             ud.other,
             [(p, x.first, x.last, x.t0, x.t1, x.ids) for p, x in ud.pairs.items()],
-            [_session(k, s, first_ip[id(s)]) for k, s in ud.sessions.items()],
+            [_session(k, s, first_ip.get(id(s), s.ip)) for k, s in ud.sessions.items()],
             ud.exports,
             ud.writes,
             ud.break_glass,
             ud.auth,
         )
         for ud in state.days.values()
+        if users is None or users(ud.user)
     ]
     failures = [(f.ts, f.time, f.id, f.user, f.ip, f.device) for f in state.failures]
-    current = [(user, ud.day) for user, ud in state.current.items()]
+    current = [(user, ud.day) for user, ud in state.current.items() if users is None or users(user)]
     return (
         days,
         current,
@@ -279,6 +548,79 @@ def merge(state: StreamState, packed: tuple[Any, ...]) -> int:
     state.events += events
     state.unknown_actions += unknown
     if state.first_ts is None:
+        state.first_ts = first_ts
+    state.last_ts = max(state.last_ts, last_ts)
+    return int(events)
+
+
+def merge_before(
+    state: StreamState, packed: tuple[Any, ...], first_ip: dict[int, str | None]
+) -> int:
+    """Fold a packed state of the events that come *before* `state`'s into it (`state` the
+    worker's, its sessions made as `_fold_rest` makes them, `first_ip` their first
+    addresses): the result is the one folding both parts in one pass gives, as `merge` for
+    the other order. Returns how many events were added.
+
+    A (user, day) in both: counts and hours added, the earlier part's pairs and sessions
+    first (dict order is first-seen order), each keeping its beginning from the earlier part
+    and its end from `state`, ids in order; days of the earlier part come first too."""
+    days_packed, current, failures, events, unknown, first_ts, last_ts = packed
+    later = state.days
+    days: dict[tuple[str, int], UserDay] = {}
+    for (
+        user,
+        day,
+        n,
+        records,
+        hours,
+        other,
+        pairs,
+        sessions,
+        exports,
+        writes,
+        break_glass,
+        auth,
+    ) in days_packed:
+        ud = UserDay(user, day, n, records, hours, other=other)
+        ud.exports, ud.writes, ud.break_glass, ud.auth = exports, writes, break_glass, auth
+        _merge_pairs(ud.pairs, pairs)
+        _merge_sessions(ud.sessions, sessions)
+        after = later.get((user, day))
+        if after is not None:
+            ud.n += after.n
+            ud.records += after.records
+            ud.other += after.other
+            ud.hours = [a + b for a, b in zip(ud.hours, after.hours, strict=True)]
+            ud.exports += after.exports
+            ud.writes += after.writes
+            ud.break_glass += after.break_glass
+            ud.auth += after.auth
+            _merge_pairs(
+                ud.pairs,
+                [(p, x.first, x.last, x.t0, x.t1, x.ids) for p, x in after.pairs.items()],
+            )
+            _merge_sessions(
+                ud.sessions,
+                [_session(k, x, first_ip.get(id(x), x.ip)) for k, x in after.sessions.items()],
+            )
+        days[(user, day)] = ud
+    for key, ud in later.items():
+        if key in days:
+            continue
+        for sess in ud.sessions.values():
+            # A session that began in this part: the address it began with, the others apart.
+            ip = first_ip.get(id(sess), sess.ip)
+            sess.ip = ip
+            if ip is not None:
+                sess.ips.discard(ip)
+        days[key] = ud
+    state.days = days
+    for user, day in current:
+        state.current.setdefault(user, days[(user, day)])
+    state.failures = [Failure(*f) for f in failures] + state.failures
+    state.events += events
+    state.unknown_actions += unknown
+    if first_ts is not None:
         state.first_ts = first_ts
     state.last_ts = max(state.last_ts, last_ts)
     return int(events)

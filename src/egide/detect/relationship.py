@@ -11,6 +11,7 @@ privacy officer can check.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from egide.detect.baseline import (
@@ -26,6 +27,9 @@ from egide.detect.baseline import (
 from egide.detect.cases import Finding
 from egide.detect.features import PairDay, StreamState, UserDay
 from egide.detect.settings import DetectSettings
+
+_NOBODY: dict[str, set[str]] = {}
+_NOT_DOCUMENTED: frozenset[str | None] = frozenset()
 
 
 @dataclass(slots=True)
@@ -49,13 +53,15 @@ def build_model(  # noqa: PLR0915 - the hot scoring loop, written flat on purpos
 
     Runs once per pair-day (hundreds of thousands in a month of a hospital), so the care
     check of `ContextIndex.covered` is inlined (the user's own windows, then the
-    department's, cached per department and patient)."""
+    department's), and what is the same for every user of a day (who treats a patient) or of
+    a user's day (the counts by pathway) is computed once."""
     model = AccessModel()
     uncovered: list[Uncovered] = []
     selfs: list[Finding] = []
     before = settings.care_before_hours * 3600
     patients = index.patients
     treating_of = index.treating
+    own_records = index.employees_as_patients()
     clock = index.clock(settings.timezone)
     utc = clock.utc
     hour_of = clock.hour
@@ -66,7 +72,7 @@ def build_model(  # noqa: PLR0915 - the hot scoring loop, written flat on purpos
     days = state.days
     # Who treats a patient is looked up once per patient and day (the whole day), not once
     # per user: a patient's day is shared by the nurse, the doctor, the laboratory...
-    treating_cache: dict[tuple[str, int], frozenset[str]] = {}
+    treating_by_day: dict[int, dict[str, frozenset[str]]] = {}
     documented_cache: dict[tuple[str, int], set[str | None]] = {}
     for key, ud in days.items():
         pairs = ud.pairs
@@ -76,66 +82,74 @@ def build_model(  # noqa: PLR0915 - the hot scoring loop, written flat on purpos
         uid, department = user.id, user.department
         own_windows = index.user_windows(uid)
         dept_windows = index.department_windows(department)
+        own = own_records.get(uid)
         # The day's counts, added to the model at once (AccessModel.add_day): linked
-        # pair-days by 2 * documented + at night, the others by (category, documented, night).
+        # pair-days by 2 * documented + at night, the uncovered ones by the same and the
+        # departments treating the patient (expanded into categories below).
         linked_counts = [0, 0, 0, 0]
+        open_counts: list[dict[frozenset[str], int]] = [{}, {}, {}, {}]
         nights = 0
-        per_key: dict[tuple[str, bool, bool], int] = {}
         # Documenting the same day or the next (a result entered after midnight).
         documented = documented_cache.get(key)
         if documented is None:
             documented = documented_cache[key] = _documented(ud)
         later_key = (ud.user, ud.day + 1)
         later = days.get(later_key)
+        more: AbstractSet[str | None] = _NOT_DOCUMENTED
         if later is not None and later.writes:
-            more = documented_cache.get(later_key)
-            if more is None:
-                more = documented_cache[later_key] = _documented(later)
-            documented = documented | more
+            found = documented_cache.get(later_key)
+            if found is None:
+                found = documented_cache[later_key] = _documented(later)
+            more = found
         day = ud.day
         day_start = day * DAY
+        treating_today = treating_by_day.get(day)
+        if treating_today is None:
+            treating_today = treating_by_day[day] = {}
         for patient_id, pair in pairs.items():
             first = pair.first
-            wrote = patient_id in documented
+            wrote = patient_id in documented or patient_id in more
             hour = int(first % DAY) // 3600 if utc else hour_of(first)
             night = night_of[hour]
             nights += night
-            info = patients.get(patient_id)
-            if info is not None and info.employee == uid:
-                selfs.append(_self_finding(user, info, pair))
-                linked = True
-            else:
-                last = pair.last
-                linked = False
-                for start, end in own_windows.get(patient_id, ()):
-                    if start - before <= last and first <= end:
-                        linked = True
-                        break
-                else:
-                    windows = dept_windows.get(patient_id)
-                    if windows is None:
-                        windows = index.department_windows_of(department, patient_id)
-                    for start, end in windows:
-                        if start - before <= last and first <= end:
-                            linked = True
-                            break
-            if linked:
+            if own is not None and patient_id in own:
+                selfs.append(_self_finding(user, patients[patient_id], pair))
                 linked_counts[2 * wrote + night] += 1
                 continue
-            treating = treating_cache.get((patient_id, day))
+            last = pair.last
+            covered = False
+            for start, end in own_windows.get(patient_id, ()):
+                if start - before <= last and first <= end:
+                    covered = True
+                    break
+            else:
+                for start, end in dept_windows.get(patient_id, ()):
+                    if start - before <= last and first <= end:
+                        covered = True
+                        break
+            if covered:
+                linked_counts[2 * wrote + night] += 1
+                continue
+            treating = treating_today.get(patient_id)
             if treating is None:
-                treating = treating_cache[(patient_id, day)] = frozenset(
+                treating = treating_today[patient_id] = frozenset(
                     treating_of(patient_id, day_start, day_start + DAY)
                 )
-            for cat in (*treating, ELSEWHERE) if treating else (NONE,):
-                count_key = (cat, wrote, night)
-                per_key[count_key] = per_key.get(count_key, 0) + 1
+            counts = open_counts[2 * wrote + night]
+            counts[treating] = counts.get(treating, 0) + 1
             uncovered.append(
                 Uncovered(ud, user, patient_id, pair, treating, wrote, night, twilight_of[hour])
             )
+        per_key: dict[tuple[str, bool, bool], int] = {}
         for k, count in enumerate(linked_counts):
             if count:
                 per_key[(LINKED, k >= 2, k % 2 == 1)] = count
+        for k, counts in enumerate(open_counts):
+            wrote, night = k >= 2, k % 2 == 1
+            for treating, count in counts.items():
+                for cat in (*treating, ELSEWHERE) if treating else (NONE,):
+                    count_key = (cat, wrote, night)
+                    per_key[count_key] = per_key.get(count_key, 0) + count
         per_night = {night: n for night, n in ((True, nights), (False, len(pairs) - nights)) if n}
         model.add_day(user, pairs, per_key, per_night)
     return model, uncovered, selfs
@@ -168,22 +182,6 @@ def _self_finding(user: UserProfile, patient: PatientProfile, pair: PairDay) -> 
     )
 
 
-def family_match(user: UserProfile, patient: PatientProfile) -> str | None:
-    """A reason when the patient is plausibly a relative or neighbour of the user. A shared
-    surname alone is not one (common names are shared by strangers): it needs the same postal
-    code or address too; the same street address alone means neighbours or household."""
-    same_name = bool(user.family) and user.family == patient.family
-    same_address = bool(user.address) and user.address == patient.address
-    same_postal = bool(user.postal) and user.postal == patient.postal
-    if same_name and same_address:
-        return "same family name and address as the user"
-    if same_name and same_postal:
-        return "same family name and postal code as the user"
-    if same_address:
-        return "same address as the user (a neighbour or a member of the household)"
-    return None
-
-
 # Habit keys: (user, documenting, department treating the patient), or (user, documenting,
 # (treated elsewhere,)) for the coarse pathway (a tuple, never equal to a department's name).
 HabitKey = tuple[str, bool, "str | tuple[bool]"]
@@ -198,13 +196,21 @@ def _pathway(item: Uncovered) -> tuple[bool]:
 def _habits(uncovered: list[Uncovered]) -> dict[HabitKey, set[int]]:
     """(user, documenting, department or coarse pathway) -> the days this user accessed,
     without care link, patients that department was treating (or in that coarse way)."""
-    days: dict[HabitKey, set[int]] = {}
+    # Gathered by the set of departments treating first (far fewer than the accesses), then
+    # spread to each department and to the coarse pathway.
+    by_treating: dict[tuple[str, bool, frozenset[str]], set[int]] = {}
     for item in uncovered:
-        day = item.ud.day
-        uid, wrote = item.user.id, item.wrote
-        for dept in item.treating:
-            days.setdefault((uid, wrote, dept), set()).add(day)
-        days.setdefault((uid, wrote, _pathway(item)), set()).add(day)
+        key = (item.user.id, item.wrote, item.treating)
+        found = by_treating.get(key)
+        if found is None:
+            by_treating[key] = {item.ud.day}
+        else:
+            found.add(item.ud.day)
+    days: dict[HabitKey, set[int]] = {}
+    for (uid, wrote, treating), seen in by_treating.items():
+        for dept in treating:
+            days.setdefault((uid, wrote, dept), set()).update(seen)
+        days.setdefault((uid, wrote, (bool(treating),)), set()).update(seen)
     return days
 
 
@@ -229,20 +235,28 @@ def relationship_findings(  # noqa: PLR0915 - one decision, its reasons beside i
     # What the peers and the user's habits say depends on the pathway only (user, whose
     # patient, documenting or not, time of day): judged once per pathway, not per access.
     norms: dict[tuple[str, frozenset[str], bool, bool, bool], _Norm] = {}
+    # Relatives and neighbours of each user, and who of each group touched each patient:
+    # looked up per access rather than computed.
+    kin_of: dict[str, dict[str, str]] = {}
+    touched = model.patient_users()
+    unknown = PatientProfile("", "", "", "", False, None, False)  # noqa: FBT003
     for item in uncovered:
-        user, pair = item.user, item.pair
-        if (user.id, item.patient) in skip:
+        user, pair, patient = item.user, item.pair, item.patient
+        uid = user.id
+        if skip and (uid, patient) in skip:
             continue
-        memo = (user.id, item.treating, item.wrote, item.night, item.twilight)
+        memo = (uid, item.treating, item.wrote, item.night, item.twilight)
         norm = norms.get(memo)
         if norm is None:
             norm = norms[memo] = _norm(item, model, habits, min_total)
         share, cat, who, habit, documented_share = norm
-        info = patients.get(item.patient)
-        if info is None:
-            info = PatientProfile(item.patient, "", "", "", False, None, False)  # noqa: FBT003
-        kin = family_match(user, info)
-        peers = model.peers_on(user, item.patient)
+        info = patients.get(patient, unknown)
+        kins = kin_of.get(uid)
+        if kins is None:
+            kins = kin_of[uid] = index.relatives_of(user)
+        kin = kins.get(patient)
+        others = touched.get(user.group, _NOBODY).get(patient)
+        peers = 0 if others is None else len(others) - (uid in others)
         by_peers = peers >= settings.peers_ordinary and share >= settings.affinity_ordinary / 5
         if item.wrote:
             # Documented care (a consult note, a result): ordinary along a pathway the group

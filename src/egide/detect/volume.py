@@ -49,17 +49,34 @@ class Baselines:
                 self.values["patients"][user].append(len(ud.pairs))
                 self.values["exports"][user].append(window_sum(self.bulk(ud), width))
                 self.values["writes"][user].append(window_sum(self.destructive(ud), width))
-        self._group_values: dict[tuple[str, tuple[str, str]], list[tuple[str, float]]] = {}
-        if peers is not None:
-            self._group_values = peers._group_values  # noqa: SLF001 - same class
-            return
-        for measure, per_user in self.values.items():
-            for user, vals in per_user.items():
-                group = index.user(user).group
-                bucket = self._group_values.setdefault((measure, group), [])
-                bucket.extend((user, v) for v in vals)
-                role_bucket = self._group_values.setdefault((measure, ("role", group[0])), [])
-                role_bucket.extend((user, v) for v in vals)
+        self._group_values: dict[tuple[str, tuple[str, str]], list[tuple[str, float]]] | None = (
+            None if peers is None else peers._groups()  # noqa: SLF001 - same class
+        )
+
+    def export(self) -> dict[str, dict[str, list[float]]]:
+        """The daily volumes of these accounts as plain values (for `absorb` elsewhere)."""
+        return {measure: dict(per_user) for measure, per_user in self.values.items()}
+
+    def absorb(self, values: dict[str, dict[str, list[float]]]) -> None:
+        """Other accounts' daily volumes (`export` of another share of the hospital): the
+        peer groups are then those of both."""
+        for measure, per_user in values.items():
+            self.values[measure].update(per_user)
+        self._group_values = None
+
+    def _groups(self) -> dict[tuple[str, tuple[str, str]], list[tuple[str, float]]]:
+        """(measure, group or ("role", role)) -> (user, daily value) of every member."""
+        if self._group_values is None:
+            groups: dict[tuple[str, tuple[str, str]], list[tuple[str, float]]] = {}
+            for measure, per_user in self.values.items():
+                for user, vals in per_user.items():
+                    group = self.index.user(user).group
+                    bucket = groups.setdefault((measure, group), [])
+                    bucket.extend((user, v) for v in vals)
+                    role_bucket = groups.setdefault((measure, ("role", group[0])), [])
+                    role_bucket.extend((user, v) for v in vals)
+            self._group_values = groups
+        return self._group_values
 
     def bulk(self, ud: UserDay) -> list[Rare]:
         """The day's exports but referrals: an export of one patient whom the user treats
@@ -107,7 +124,7 @@ class Baselines:
             (profile.group, f"other {profile.role}s of {profile.department}"),
             (("role", profile.role), f"other {profile.role}s"),
         ):
-            others = [v for u, v in self._group_values.get((measure, key), []) if u != user]
+            others = [v for u, v in self._groups().get((measure, key), []) if u != user]
             if len(others) >= 20:
                 return quantile(others, q), label
         return 0.0, "peers (too few to compare)"

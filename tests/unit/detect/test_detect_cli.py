@@ -6,10 +6,13 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from egide.cli.main import app
+from egide.detect import parallel
 from egide.detect.events import read_alerts
 from tests.unit.detect.detect_world import build
 
@@ -92,3 +95,31 @@ def test_missing_file_and_bad_context_are_one_line_errors(tmp_path: Path) -> Non
     assert bad.exit_code == 1
     assert bad.stderr.count("\n") == 1
     assert "context" in bad.stderr
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_two_processes_write_what_one_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gz: bool
+) -> None:
+    """With the size limit lowered, the file is read and judged in two processes (on a
+    machine of two cores): the same alerts file, bad lines and summary as in one."""
+    events, context = _files(tmp_path, bad=True, gz=gz)
+    outputs = []
+    calls: list[int] = []
+    real = parallel.score_split
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(parallel, "score_split", counted)
+    for limit in (1 << 40, 1):
+        monkeypatch.setattr("egide.detect.features.PARALLEL_MIN_BYTES", limit)
+        out = tmp_path / f"alerts-{limit}.jsonl"
+        result = runner.invoke(app, ["detect", "run", *_paths(events, context, out)])
+        assert result.exit_code == 0, result.output
+        outputs.append((out.read_bytes(), result.stderr.replace(str(out), "OUT"), result.stdout))
+    assert outputs[0] == outputs[1]
+    assert b"snooping" in outputs[0][0]
+    expected_calls = [1] if parallel.can_fork() and parallel.cores() >= 2 else []
+    assert calls == expected_calls
