@@ -14,6 +14,7 @@ from egide.api.context import ApiContext
 from egide.cli.main import build
 from egide.cli.runtime import Services, background_pass, open_services, open_witness, witness_pusher
 from egide.core.settings import load_settings
+from egide.db.lease import Lease, lease_for
 from egide.detect.settings import DetectSettings
 from egide.incidents.live import LiveDetection
 from egide.web import access_views as web_access
@@ -23,19 +24,31 @@ from egide.web import passkey_views as web_passkeys
 from egide.web import views as web_views
 from egide.web.context import WebContext, derive_csrf_key
 
+# The lease of the one process that detects for the installation (db.lease).
+LIVE_LEASE = "detect-live"
 
-def live_detection(services: Services) -> LiveDetection:
-    """The ledger-to-detector feed, with the hospital's time zone for nights and hours."""
+
+def live_detection(services: Services, *, lease: Lease | None = None) -> LiveDetection:
+    """The ledger-to-detector feed, with the hospital's time zone for nights and hours;
+    with `lease`, only while this process holds it."""
     return LiveDetection(
         session_factory=services.session_factory,
         records=services.records,
         settings=services.settings,
         detect_settings=DetectSettings(timezone=services.settings.detect_timezone),
+        lease=lease,
     )
 
 
 def api_for(services: Services) -> FastAPI:
     pusher = witness_pusher(services)
+    # Every server process may run live detection; one per installation does (the lease),
+    # the others wait and take over if it stops.
+    live = (
+        live_detection(services, lease=lease_for(services.engine, LIVE_LEASE))
+        if services.settings.detect_live
+        else None
+    )
     ctx = ApiContext(
         settings=services.settings,
         session_factory=services.session_factory,
@@ -52,8 +65,9 @@ def api_for(services: Services) -> FastAPI:
         # Live behavioural detection (issue 6): the ledger flows to the detector in
         # micro-batches; alerts go to the security officer, critical ones may contain the
         # account (EGIDE_DETECT_RESPONSE).
-        live=live_detection(services).step if services.settings.detect_live else None,
+        live=live.step if live is not None else None,
         live_interval=services.settings.detect_interval_seconds,
+        live_stop=live.close if live is not None else None,
     )
     app = create_api(ctx)
     # The server-rendered pages at `/` (sign-in, account); they authenticate with the session

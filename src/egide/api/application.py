@@ -63,6 +63,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if ctx.live_stop is not None:
+            await run_in_threadpool(ctx.live_stop)
 
 
 def create_api(ctx: ApiContext) -> FastAPI:

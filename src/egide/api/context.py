@@ -35,6 +35,8 @@ class ApiContext:
     # alerts) every `live_interval` seconds, off the event loop; None: off.
     live: Callable[[], object] | None = None
     live_interval: float = 0.25
+    # Called once the server stops (live detection gives its lease up).
+    live_stop: Callable[[], object] | None = None
     # The ledger's signed-note verifier key (C2SP vkey), served at /api/ledger/public-key and
     # used to self-check proofs against signed roots before they are served.
     ledger_vkey: str | None = None

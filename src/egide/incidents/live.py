@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from egide.core.errors import EgideError
 from egide.core.settings import Settings
 from egide.db.engine import transaction
+from egide.db.lease import Lease
 from egide.detect.engine import Detector
 from egide.detect.events import ACTIONS, Alert, Context, Record, format_time
 from egide.detect.feedback import Dismissal
@@ -91,6 +92,8 @@ class StepReport:
     alerts: list[str] = field(default_factory=list)  # ids stored (new or grown)
     responses: list[str] = field(default_factory=list)
     context_rebuilt: bool = False
+    # Another process of the installation holds the detection lease: this one waits.
+    standby: bool = False
 
 
 def access_event(entry: dict[str, Any]) -> Record | None:
@@ -182,9 +185,12 @@ class LiveDetection:
         settings: Settings,
         detect_settings: DetectSettings | None = None,
         context_source: Callable[[Session], Context] | None = None,
+        lease: Lease | None = None,
     ) -> None:
         """`context_source` replaces the context built from the database (the latency
-        benchmark judges a simulated hospital whose staff and patients are not stored)."""
+        benchmark judges a simulated hospital whose staff and patients are not stored).
+        `lease`: one detector per installation (`db.lease`); a process without it waits, and
+        takes over (learning the window anew) when the holder is gone."""
         self.session_factory = session_factory
         self._context_source = context_source
         self._builder = ContextBuilder(services=records, clock=records.clock)
@@ -198,6 +204,7 @@ class LiveDetection:
         # the monotonic time.
         self._missing: dict[int, float] = {}
         self._last_feedback = self._last_context = self._last_forget = 0.0
+        self._lease = lease
 
     # --- the step ----------------------------------------------------------------------------
 
@@ -205,6 +212,13 @@ class LiveDetection:
         """Read what the ledger gained, judge it, store and act on the alerts."""
         with self._lock:
             report = StepReport()
+            if self._lease is not None and not self._lease.try_hold():
+                # Another process detects for the installation (or this one lost the lease
+                # with its database connection): what was learned here is dropped, to be
+                # learned anew from the ledger if the lease comes back.
+                self.detector = None
+                report.standby = True
+                return report
             if self.detector is None:
                 self._start(report)
             detector = self.detector
@@ -217,6 +231,13 @@ class LiveDetection:
                 self.detector = None
                 raise
             return report
+
+    def close(self) -> None:
+        """Give the lease up (server shutdown): another process may detect at once."""
+        with self._lock:
+            if self._lease is not None:
+                self._lease.release()
+            self.detector = None
 
     def _judge(self, detector: Detector, report: StepReport) -> None:
         now = time.monotonic()
