@@ -441,6 +441,23 @@ def _list(doc: Mapping[str, Any], name: str) -> list[Mapping[str, Any]]:
     return items
 
 
+# The fields of each kind of context entry, in the order the entry's class takes them.
+_USER_FIELDS = ("id", "role", "department", "family_name", "postal_code", "address")
+_PATIENT_FIELDS = ("id", "family_name", "postal_code", "address", "employee")
+_CARE_FIELDS = ("patient", "user", "department", "start", "end")
+_TEXT = frozenset({str, type(None)})
+
+
+def _texts(item: Mapping[str, Any], fields: tuple[str, ...]) -> tuple[Any, ...] | None:
+    """The entry's fields when each is a string or null and the first a non-empty string
+    (the common entry, checked without a Python step per field); None for the careful path."""
+    get = item.get
+    values = tuple(map(get, fields))
+    if values[0] and _TEXT.issuperset(map(type, values)):
+        return values
+    return None
+
+
 def context_from_json(doc: Any) -> Context:
     """A parsed context document -> Context; DetectFormatError on a malformed one."""
     if not isinstance(doc, dict):
@@ -448,6 +465,10 @@ def context_from_json(doc: Any) -> Context:
         raise DetectFormatError(msg)
     users = []
     for i, u in enumerate(_list(doc, "users")):
+        found = _texts(u, _USER_FIELDS)
+        if found is not None:
+            users.append(UserInfo(*found))
+            continue
         where = f"users[{i}]"
         users.append(
             UserInfo(
@@ -461,41 +482,50 @@ def context_from_json(doc: Any) -> Context:
         )
     patients = []
     for i, p in enumerate(_list(doc, "patients")):
-        where = f"patients[{i}]"
+        found = _texts(p, _PATIENT_FIELDS)
+        if found is not None:
+            pid, family, postal, address, employee = found
+        else:
+            where = f"patients[{i}]"
+            pid = _req_str(p, "id", where)
+            family = _opt_str(p, "family_name", where)
+            postal = _opt_str(p, "postal_code", where)
+            address = _opt_str(p, "address", where)
+            employee = _opt_str(p, "employee", where)
         patients.append(
             PatientInfo(
-                id=_req_str(p, "id", where),
-                family_name=_opt_str(p, "family_name", where),
-                postal_code=_opt_str(p, "postal_code", where),
-                address=_opt_str(p, "address", where),
+                id=pid,
+                family_name=family,
+                postal_code=postal,
+                address=address,
                 vip=bool(p.get("vip") or False),
-                employee=_opt_str(p, "employee", where),
+                employee=employee,
                 deceased=bool(p.get("deceased") or False),
             )
         )
     care = []
     for i, c in enumerate(_list(doc, "care")):
-        where = f"care[{i}]"
-        user, department = _opt_str(c, "user", where), _opt_str(c, "department", where)
-        if user is None and department is None:
-            msg = f"context {where}: a care link needs a user or a department"
-            raise DetectFormatError(msg)
-        start, end = _opt_str(c, "start", where), _opt_str(c, "end", where)
+        found = _texts(c, _CARE_FIELDS)
+        if found is not None and (found[1] is not None or found[2] is not None):
+            patient, user, department, start, end = found
+        else:
+            where = f"care[{i}]"
+            user, department = _opt_str(c, "user", where), _opt_str(c, "department", where)
+            if user is None and department is None:
+                msg = f"context {where}: a care link needs a user or a department"
+                raise DetectFormatError(msg)
+            start, end = _opt_str(c, "start", where), _opt_str(c, "end", where)
         for stamp in (start, end):
             if stamp is not None:
                 try:
                     parse_time(stamp)
                 except DetectFormatError as exc:
-                    msg = f"context {where}: {exc}"
+                    msg = f"context care[{i}]: {exc}"
                     raise DetectFormatError(msg) from None
+        if found is None:
+            patient = _req_str(c, "patient", f"care[{i}]")
         care.append(
-            CareLink(
-                patient=_req_str(c, "patient", where),
-                user=user,
-                department=department,
-                start=start,
-                end=end,
-            )
+            CareLink(patient=patient, user=user, department=department, start=start, end=end)
         )
     return Context(
         users=tuple(users),
