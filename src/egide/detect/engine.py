@@ -245,11 +245,17 @@ class Detector:
         for alert_id in alert_ids:
             self._emitted.pop(alert_id, None)
 
-    def set_context(self, context: Context) -> None:
-        """A fresher context (new care links, staff, patients); the next update rebuilds the
-        access model."""
+    def set_context(self, context: Context, *, keep_model: bool = False) -> None:
+        """A fresher context (new care links, staff, patients); the next update judges with
+        it. The hospital-wide model (the peers' shares, volumes, devices in use) is rebuilt
+        at the next update, or, with `keep_model` (live, as admissions come and go), at its
+        usual time (`live_model_minutes`, a new day): rebuilding it means judging every
+        account again, seconds on weeks of a large hospital, and one admission changes
+        little of what peers do. The accounts an update touches are always judged with the
+        fresh context."""
         self.index = build_index(context, after_end_days=self.settings.care_after_days)
-        self._model = None
+        if not keep_model:
+            self._model = None
 
     def set_feedback(self, dismissals: Iterable[Dismissal]) -> None:
         """The officer's current dismissals (replacing the previous set); the next update

@@ -251,7 +251,7 @@ class LiveDetection:
                 report.context_rebuilt = True
             elif changed:
                 # Before judging: the read that follows an admission sees the admission.
-                detector.set_context(self._updated_context(session, changed))
+                detector.set_context(self._updated_context(session, changed), keep_model=True)
                 report.context_rebuilt = True
             # The officer's triage is ledgered (alert_update): it reaches the detector in the
             # step that sees it; a timer catches anything else.
