@@ -7,8 +7,9 @@ the lease while it lives; when it dies, however it dies, the lease is free for a
 
 - PostgreSQL: a session-level advisory lock (`pg_try_advisory_lock`) on a connection the lease
   keeps open for itself; the server releases it when that connection ends (process killed,
-  network lost, server restarted). The holder checks now and then that its connection still
-  answers, and gives the lease up when it does not.
+  network lost, server restarted). The holder asks, each time it is asked, whether its
+  connection still answers, and gives the lease up when it does not: another process may
+  hold it already.
 - SQLite (one host): an exclusive `flock` on a lock file beside the database file; the kernel
   releases it when the process ends. An in-memory database has one process: always held.
 """
@@ -27,9 +28,10 @@ from typing import Protocol
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
-# How often a holder checks that its PostgreSQL connection still answers, and how often a
-# process waiting for the lease tries again (seconds).
-RECHECK_SECONDS = 5.0
+# How often a holder checks that its PostgreSQL connection still answers (0: at every
+# call: a lock lost with its connection is known at once, for one round trip per call), and
+# how often a process waiting for the lease tries again (seconds).
+RECHECK_SECONDS = 0.0
 RETRY_SECONDS = 2.0
 
 

@@ -9,6 +9,7 @@ events writes the same alerts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from egide.detect.events import Alert, alert_id
 
@@ -29,6 +30,26 @@ class Finding:
     end: str
     events: list[str]
     reasons: list[str] = field(default_factory=list)
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        """Plain values, in field order (`marshal` carries them between processes)."""
+        return (
+            self.kind,
+            self.severity,
+            self.score,
+            self.user,
+            self.patient,
+            self.first,
+            self.last,
+            self.start,
+            self.end,
+            self.events,
+            self.reasons,
+        )
+
+    @classmethod
+    def from_tuple(cls, values: tuple[Any, ...] | list[Any]) -> Finding:
+        return cls(*values)
 
 
 # Which finding hosts which when one account's findings share evidence: the intrusion, the

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import operator
 from collections import defaultdict
+from collections.abc import Callable
 
 from egide.detect.baseline import DAY, ContextIndex, Robust
 from egide.detect.cases import Finding
@@ -22,15 +23,27 @@ from egide.detect.clock import Clock
 from egide.detect.features import Failure, Session, StreamState, UserDay
 from egide.detect.settings import DetectSettings
 
+# A successful sign-in, for credential stuffing: (time, event id, account, source).
+Login = tuple[float, str, str, str]
+
 
 def failure_findings(state: StreamState, settings: DetectSettings) -> list[Finding]:
     """Credential stuffing (per address, many accounts) and brute force (per account)."""
+    windows = stuffing_windows(state.failures, settings)
+    found = stuffing_findings(windows, logins_of(state), settings)
+    return found + brute_force_findings(state, windows, settings)
+
+
+def stuffing_windows(
+    failures: list[Failure], settings: DetectSettings
+) -> list[tuple[str, list[Failure]]]:
+    """(source, its failures) for each address (or device) that failed on enough accounts
+    within the window: the cases of credential stuffing, found from the failures alone."""
     width = settings.failure_window_minutes * 60
-    findings: list[Finding] = []
     by_ip: dict[str, list[Failure]] = defaultdict(list)
-    for f in state.failures:
+    for f in failures:
         by_ip[f.ip or f.device or "-"].append(f)
-    stuffed: set[str] = set()
+    windows: list[tuple[str, list[Failure]]] = []
     for source, items in by_ip.items():
         items.sort(key=lambda f: f.ts)
         i = 0
@@ -51,9 +64,34 @@ def failure_findings(state: StreamState, settings: DetectSettings) -> list[Findi
         window = items[i : j + 1]
         # Extend to every failure from this source within the case's span plus one window.
         window = [f for f in items if window[0].ts - width <= f.ts <= window[-1].ts + width]
-        stuffed.update(f.id for f in window)
+        windows.append((source, window))
+    return windows
+
+
+def logins_of(state: StreamState) -> list[Login]:
+    """Every successful sign-in of the state's accounts."""
+    return [
+        (a[0], a[2], ud.user, a[5] or a[6] or "-")
+        for ud in state.days.values()
+        for a in ud.auth
+        if a[4] == "login"
+    ]
+
+
+def stuffing_findings(
+    windows: list[tuple[str, list[Failure]]], logins: list[Login], settings: DetectSettings
+) -> list[Finding]:
+    """A finding per stuffing window; critical when a sign-in from the same source followed
+    (`logins`: every account's, in any order: they are taken in time order)."""
+    width = settings.failure_window_minutes * 60
+    by_source: dict[str, list[Login]] = defaultdict(list)
+    for login in sorted(logins):
+        by_source[login[3]].append(login)
+    findings: list[Finding] = []
+    for source, window in windows:
         users = sorted({f.user for f in window})
-        succeeded = _successes_after(state, source, window[0].ts, window[-1].ts + width)
+        start, end = window[0].ts, window[-1].ts + width
+        succeeded = [(eid, user) for ts, eid, user, _ in by_source[source] if start <= ts <= end]
         reasons = [
             (
                 f"{len(window)} failed sign-ins on {len(users)} different accounts from "
@@ -86,10 +124,24 @@ def failure_findings(state: StreamState, settings: DetectSettings) -> list[Findi
                 reasons=reasons,
             )
         )
+    return findings
+
+
+def brute_force_findings(
+    state: StreamState,
+    windows: list[tuple[str, list[Failure]]],
+    settings: DetectSettings,
+    users: Callable[[str], bool] | None = None,
+) -> list[Finding]:
+    """Brute force on each account (`users` accepts; all by default) whose failures are not
+    part of a stuffing window; `state` holds every day of those accounts."""
+    width = settings.failure_window_minutes * 60
+    stuffed = {f.id for _, window in windows for f in window}
     by_user: dict[str, list[Failure]] = defaultdict(list)
     for f in state.failures:
-        if f.id not in stuffed:
+        if f.id not in stuffed and (users is None or users(f.user)):
             by_user[f.user].append(f)
+    findings: list[Finding] = []
     for user, items in by_user.items():
         items.sort(key=lambda f: f.ts)
         # Rounds of guessing (failures closer than the window to the one before), each judged
@@ -193,20 +245,6 @@ def _known_place(
             if net and any(network(x) == net for x in (sess.ip, *sess.ips) if x):
                 return True
     return False
-
-
-def _successes_after(
-    state: StreamState, source: str, start: float, end: float
-) -> list[tuple[str, str]]:
-    found: list[tuple[str, str]] = []
-    for ud in state.days.values():
-        if int(start // DAY) <= ud.day <= int(end // DAY):
-            found.extend(
-                (a[2], ud.user)
-                for a in ud.auth
-                if a[4] == "login" and (a[5] or a[6] or "-") == source and start <= a[0] <= end
-            )
-    return found
 
 
 def _user_success_after(

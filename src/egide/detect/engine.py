@@ -19,12 +19,22 @@ import gc
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from egide.detect import parallel as two
 from egide.detect.baseline import AccessModel, ContextIndex, build_index
 from egide.detect.breakglass import break_glass_findings
 from egide.detect.cases import Finding, absorb, group_cases
-from egide.detect.credentials import History, build_history, failure_findings, stolen_findings
+from egide.detect.credentials import (
+    History,
+    brute_force_findings,
+    build_history,
+    failure_findings,
+    logins_of,
+    stolen_findings,
+    stuffing_findings,
+    stuffing_windows,
+)
 from egide.detect.events import Alert, BadLine, Context, Event, Record, parse_time
 from egide.detect.features import (
     DAY,
@@ -138,6 +148,7 @@ class Detector:
                 on_read()
             return self.finish()
         reported = [0]  # the last line number passed to on_bad
+        counted = [0]  # the bytes passed to on_bytes
         told = [False]
 
         def read() -> None:
@@ -150,8 +161,26 @@ class Detector:
             if on_bad is not None:
                 on_bad(line)
 
-        def judge(view: StreamState, exchange: two.Exchange) -> list[Finding]:
-            return self._findings(view, None, exchange=exchange)
+        def progress(n: int) -> None:
+            counted[0] += n
+            if on_bytes is not None:
+                on_bytes(n)
+
+        settings = self.settings
+
+        def judge(
+            view: StreamState, owned: Callable[[str], bool], exchange: two.Exchange
+        ) -> tuple[Any, ...]:
+            # Every finding about these accounts but credential stuffing's (which spans
+            # accounts: judged here once from both processes' sign-ins), as plain values.
+            findings = self._findings(view, None, exchange=exchange)
+            windows = stuffing_windows(view.failures, settings)
+            guessed = brute_force_findings(view, windows, settings, owned)
+            return (
+                [f.to_tuple() for f in findings],
+                [f.to_tuple() for f in guessed],
+                logins_of(view),
+            )
 
         with no_gc():
             result = two.score_split(
@@ -159,30 +188,59 @@ class Detector:
                 path,
                 split,
                 judge,
-                on_bytes=on_bytes,
+                on_bytes=progress,
                 on_bad=bad_line,
                 on_read=read,
             )
             if result is not None:
-                findings, user_days = result
-                findings += failure_findings(self.state, self.settings)
-                alerts = self._alerts(findings)
+                mine, theirs, user_days = result
+                alerts = self._alerts(self._both(mine, theirs))
                 # What remains of the aggregates lives as long as the detector: out of the
                 # cycle collector's reach, as after `ingest_file`.
                 gc.freeze()
         if result is None:
-            self.state = StreamState()
-
-            def again(line: BadLine) -> None:
-                if line.line_no > reported[0]:
-                    bad_line(line)
-
-            ingest_file(self.state, path, on_bad=again, parallel=False)
+            self._read_again(path, reported[0], counted[0], bad_line, progress)
             read()
             return self.finish()
         self._emitted = {a.id: a for a in alerts}
         self._spent = Summary(self.state.events, user_days, self.state.unknown_actions)
         return alerts
+
+    def _both(self, mine: tuple[Any, ...], theirs: tuple[Any, ...]) -> list[Finding]:
+        """The two processes' verdicts (run_file) as the findings one process gives, in its
+        order: each account's own findings, then credential stuffing (judged here from both
+        processes' sign-ins), then brute force (cases keep that order in a tie)."""
+        found = [Finding.from_tuple(f) for f in mine[0] + theirs[0]]
+        windows = stuffing_windows(self.state.failures, self.settings)
+        found += stuffing_findings(windows, mine[2] + theirs[2], self.settings)
+        found += [Finding.from_tuple(f) for f in mine[1] + theirs[1]]
+        return found
+
+    def _read_again(
+        self,
+        path: Path,
+        reported: int,
+        counted: int,
+        on_bad: Callable[[BadLine], object],
+        on_bytes: Callable[[int], object],
+    ) -> None:
+        """The file read here alone after the worker of run_file was lost: lines up to
+        `reported` were passed to on_bad already, `counted` bytes to on_bytes (the progress
+        moves on from there)."""
+        self.state = StreamState()
+        seen = [0]
+
+        def again(line: BadLine) -> None:
+            if line.line_no > reported:
+                on_bad(line)
+
+        def more(n: int) -> None:
+            seen[0] += n
+            extra = min(n, seen[0] - counted)
+            if extra > 0:
+                on_bytes(extra)
+
+        ingest_file(self.state, path, on_bad=again, on_bytes=more, parallel=False)
 
     def _check_whole(self) -> None:
         if self._spent is not None:

@@ -29,7 +29,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from egide.detect.cases import Finding
 from egide.detect.events import BadLine, read_chunks
 from egide.detect.features import (
     Failure,
@@ -90,7 +89,16 @@ def ingest_split(
     counter = mmap.mmap(-1, _COUNTER.size)  # the worker's bytes read, shared with it
     with no_gc():  # the worker inherits it (fork), and folds without the cycle collector
         read_fd, write_fd = os.pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # no process to be had (EAGAIN, ENOMEM): this one reads it all
+            os.close(read_fd)
+            os.close(write_fd)
+            counter.close()
+            n = 0
+            for first, lines in read_chunks(path, on_bytes=on_bytes, chunk_bytes=chunk_bytes):
+                n += fold_lines(state, lines, first, on_bad)
+            return n
         if pid == 0:  # pragma: no cover - the worker (coverage does not follow the fork)
             os.close(read_fd)
             _worker(path, split, chunk_bytes, counter, write_fd)
@@ -128,8 +136,10 @@ def ingest_split(
 
 # One process's share of the hospital-wide model in, the other share's out (engine._findings).
 Exchange = Callable[[tuple[Any, ...]], tuple[Any, ...]]
-# Every finding about the accounts of a state (all their days) but the sign-in failures'.
-Judge = Callable[[StreamState, Exchange], list[Finding]]
+# What one process makes of its accounts: (a state with all their days and every failure,
+# which accounts are its own, the swap of hospital-wide shares) -> its verdict, plain values
+# (`marshal` carries the worker's).
+Judge = Callable[[StreamState, Callable[[str], bool], Exchange], Any]
 
 
 class WorkerLost(Exception):
@@ -152,79 +162,102 @@ def score_split(
     on_bad: Callable[[BadLine], object] | None = None,
     on_read: Callable[[], object] | None = None,
     chunk_bytes: int = 1 << 20,
-) -> tuple[list[Finding], int] | None:
-    """Read *and judge* `path` in two processes: the findings `judge` gives over the whole
-    file, and the number of user-days, or None when the worker was lost (`state` then holds
-    a part of the file: the caller starts again in one process).
+) -> tuple[Any, Any, int] | None:
+    """Read *and judge* `path` in two processes: (this process's verdict, the worker's, the
+    number of user-days), or None when the worker was lost or could not start (`state` then
+    holds a part of the file: the caller starts again in one process).
 
     As `ingest_split`, this process folds the lines before `split` into `state` (a fresh
     one) and a forked worker the others. Then each takes the accounts `owner` gives it: the
     two swap the days of the other's accounts (so each holds all the days of its own, and
     every failure), each judges its accounts with `judge`, swapping once on the way their
-    shares of the hospital-wide model (`Exchange`), and the worker sends its findings back.
+    shares of the hospital-wide model (`Exchange`), and the worker sends its verdict back.
     Judging is most of the time after reading; both cores share it. Bad lines go to
-    `on_bad` in file order (the worker's once its findings are in); `on_read()` once both
-    parts are read. `state` ends with all
-    the days of this process's accounts, the others' days of this part, every failure and
-    the whole file's counts."""
+    `on_bad` in file order (the worker's once its verdict is in); `on_read()` once both
+    parts are read. `state` ends with all the days of this process's accounts, the others'
+    days of this part, every failure and the whole file's counts.
+
+    Messages on each pipe are sent one after the other (each sender waits for the one
+    before), so two never mix."""
     counter = mmap.mmap(-1, _COUNTER.size)
     with no_gc():
-        down_r, down_w = os.pipe()  # to the worker
-        up_r, up_w = os.pipe()  # from the worker
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the worker (coverage does not follow the fork)
-            os.close(down_w)
-            os.close(up_r)
-            _judging_worker(path, split, chunk_bytes, counter, down_r, up_w, judge)
-        os.close(down_r)
-        os.close(up_w)
+        started = _start_judging_worker(path, split, chunk_bytes, counter, judge)
+        if started is None:
+            counter.close()
+            return None
+        pid, down_w, up_r = started
         reaped = False
-        senders: list[threading.Thread] = []
+        # A message to the worker lost: the worker is stopped, so this side's wait for its
+        # reply ends (WorkerLost) and the file is judged again here.
+        down = _Sender(down_w, lambda: _kill(pid))
         try:
             forward = _forwarder(counter, on_bytes)
             _, lines_before = _fold_first(
                 state, path, split, chunk_bytes, on_bytes, on_bad, forward
             )
-            senders.append(_send_later(down_w, pack(state, {}, _owned_by(1))))
+            down.send(pack(state, {}, _owned_by(1)))
             bad, theirs = _receive_one(up_r, forward)
             forward()
             if on_read is not None:
                 on_read()  # both parts read (the worker sent its part once read)
             merge(state, theirs)
             del theirs
-            view = _share(state, _owned_by(0))
+            mine = _owned_by(0)
+            view = _share(state, mine)
 
-            def exchange(mine: tuple[Any, ...]) -> tuple[Any, ...]:
-                senders.append(_send_later(down_w, mine))
+            def exchange(share: tuple[Any, ...]) -> tuple[Any, ...]:
+                down.send(share)
                 found: tuple[Any, ...] = _receive_one(up_r, forward)
                 return found
 
-            findings = judge(view, exchange)
-            found, their_days = _receive_one(up_r, forward)
-            for sender in senders:
-                sender.join()
+            verdict = judge(view, mine, exchange)
+            their_verdict, their_days = _receive_one(up_r, forward)
+            down.join()
             _, status = os.waitpid(pid, 0)
             reaped = True
             forward()
             if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
                 return None
-            findings += [Finding(*f) for f in found]
             if on_bad is not None:
                 for line_no, message in bad:
                     on_bad(BadLine(line_no + lines_before, message))
-            return findings, len(view.days) + their_days
+            return verdict, their_verdict, len(view.days) + their_days
         except WorkerLost:
             return None
         finally:
             # The worker stopped first, so a sender still writing to it fails at once (its
-            # pipe has no reader) and ends before the descriptors are closed.
+            # pipe has no reader) and ends before the descriptors are closed; reaped only
+            # then, so its pid cannot be another process's when that sender stops it.
             if not reaped:
-                _stop(pid)
-            for sender in senders:
-                sender.join()
+                _kill(pid)
+            down.join()
+            if not reaped:
+                os.waitpid(pid, 0)
             os.close(down_w)
             os.close(up_r)
             counter.close()
+
+
+def _start_judging_worker(
+    path: Path, split: int, chunk_bytes: int, counter: mmap.mmap, judge: Judge
+) -> tuple[int, int, int] | None:
+    """Fork the worker of `score_split`: (its pid, the pipe to it, the pipe from it), or
+    None when no process can be had (EAGAIN, ENOMEM; nothing left open)."""
+    down_r, down_w = os.pipe()  # to the worker
+    up_r, up_w = os.pipe()  # from the worker
+    try:
+        pid = os.fork()
+    except OSError:
+        for fd in (down_r, down_w, up_r, up_w):
+            os.close(fd)
+        return None
+    if pid == 0:  # pragma: no cover - the worker (coverage does not follow the fork)
+        os.close(down_w)
+        os.close(up_r)
+        _judging_worker(path, split, chunk_bytes, counter, down_r, up_w, judge)
+    os.close(down_r)
+    os.close(up_w)
+    return pid, down_w, up_r
 
 
 def _judging_worker(  # pragma: no cover - runs in the forked child  # noqa: PLR0917
@@ -237,47 +270,73 @@ def _judging_worker(  # pragma: no cover - runs in the forked child  # noqa: PLR
     judge: Judge,
 ) -> NoReturn:
     """The worker of `score_split`: fold the part from `split`, swap days, judge its
-    accounts, send the findings, exit (`os._exit`, as `_worker`)."""
+    accounts, send the verdict, exit (`os._exit`, as `_worker`)."""
     code = 1
     try:
         state, first_ip, bad = _fold_rest(path, split, chunk_bytes, counter)
-        sender = _send_later(up, (bad, pack(state, first_ip, _owned_by(0))))
+        # A message to the parent lost: this worker ends, which the parent sees.
+        sender = _Sender(up, lambda: os._exit(1))
+        sender.send((bad, pack(state, first_ip, _owned_by(0))))
         earlier = _receive_one(down, _idle)
         # This worker's accounts, all their days in file order: the parent's part first.
         merge_before(state, earlier, first_ip)
         del earlier
-        view = _share(state, _owned_by(1))
-        sender.join()
+        mine = _owned_by(1)
+        view = _share(state, mine)
 
-        def exchange(mine: tuple[Any, ...]) -> tuple[Any, ...]:
-            swap = _send_later(up, mine)
+        def exchange(share: tuple[Any, ...]) -> tuple[Any, ...]:
+            sender.send(share)
             found: tuple[Any, ...] = _receive_one(down, _idle)
-            swap.join()
             return found
 
-        findings = judge(view, exchange)
-        found = [
-            (
-                f.kind,
-                f.severity,
-                f.score,
-                f.user,
-                f.patient,
-                f.first,
-                f.last,
-                f.start,
-                f.end,
-                f.events,
-                f.reasons,
-            )
-            for f in findings
-        ]
-        _write_message(up, (found, len(view.days)))
-        code = 0
+        verdict = judge(view, mine, exchange)
+        sender.send((verdict, len(view.days)))
+        sender.join()
+        code = 0 if sender.ok else 1
     except BaseException:  # noqa: BLE001, S110 - the parent sees the exit code and starts again
         pass
     finally:
         os._exit(code)
+
+
+class _Sender:
+    """Messages written to a pipe by a thread, in order (both processes send at once: writing
+    in the foreground, each would wait for the other to read). Each is serialised by `send`,
+    so the caller may change what it refers to afterwards; the thread writing a message waits
+    for the one writing the message before.
+
+    A message that cannot be written whole calls `on_failure`, which must end the exchange
+    (stop the other process, or end this one): the other side would otherwise wait for it
+    forever. A write the other side stopped reading fails so: it is gone already."""
+
+    def __init__(self, fd: int, on_failure: Callable[[], object]) -> None:
+        self._fd = fd
+        self._on_failure = on_failure
+        self._last: threading.Thread | None = None
+        self.ok = True
+
+    def send(self, message: Any) -> None:
+        data = marshal.dumps(message, MARSHAL_VERSION)
+        before = self._last
+
+        def write() -> None:
+            if before is not None:
+                before.join()
+            if not self.ok:
+                return
+            try:
+                _write_all(self._fd, _COUNTER.pack(len(data)))
+                _write_all(self._fd, data)
+            except BaseException:  # noqa: BLE001 - whatever it is, the exchange is over
+                self.ok = False
+                self._on_failure()
+
+        self._last = threading.Thread(target=write, daemon=True)
+        self._last.start()
+
+    def join(self) -> None:
+        if self._last is not None:
+            self._last.join()
 
 
 def _owned_by(process: int) -> Callable[[str], bool]:
@@ -305,29 +364,6 @@ def _share(state: StreamState, users: Callable[[str], bool]) -> StreamState:
 
 def _idle() -> None:  # pragma: no cover - the worker has nothing to do while waiting
     return
-
-
-def _write_message(fd: int, message: Any) -> None:
-    data = marshal.dumps(message, MARSHAL_VERSION)
-    _write_all(fd, _COUNTER.pack(len(data)))
-    _write_all(fd, data)
-
-
-def _send_later(fd: int, message: Any) -> threading.Thread:
-    """`message` written to `fd` by a thread (both processes send at once: writing in the
-    foreground, each would wait for the other to read). It is serialised here, before this
-    returns, so the caller may change what it refers to. A write the other side stopped
-    reading is dropped: the other side is gone, which the reader sees."""
-    data = marshal.dumps(message, MARSHAL_VERSION)
-
-    def send() -> None:
-        with contextlib.suppress(OSError):
-            _write_all(fd, _COUNTER.pack(len(data)))
-            _write_all(fd, data)
-
-    sender = threading.Thread(target=send, daemon=True)
-    sender.start()
-    return sender
 
 
 def _receive_one(fd: int, tick: Callable[[], None]) -> Any:
@@ -626,9 +662,13 @@ def merge_before(
     return int(events)
 
 
-def _stop(pid: int) -> None:
+def _kill(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+
+
+def _stop(pid: int) -> None:
+    _kill(pid)
     os.waitpid(pid, 0)
 
 

@@ -415,6 +415,13 @@ class LiveDetection:
     # --- storing and acting ------------------------------------------------------------------
 
     def _store(self, alerts: Iterable[Alert], report: StepReport, *, warm: bool = False) -> None:
+        if self._lease is not None and not self._lease.try_hold():
+            # The lease went while judging (a long start, a lost connection): another
+            # process may be detecting already, and alone may store and contain. What was
+            # found here, it finds too.
+            self.detector = None
+            report.standby = True
+            return
         clock = self.records.clock
         now = clock.now()
         actions = list(self.settings.detect_response)

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from egide.detect import parallel
+from egide.detect import engine, parallel
 from egide.detect.engine import Detector
 from egide.detect.events import BadLine, Context, UserInfo, load_context, read_chunks
 from egide.detect.features import StreamState, fold_lines
@@ -195,30 +195,49 @@ def test_a_large_file_is_judged_in_two_processes_by_itself(
     assert forks == [1]
 
 
-def _fail_in_worker(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    """`parallel.<name>` raises in the forked worker only."""
+def _fail_in_worker(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> None:
+    """`<module>.<name>` raises in the forked worker only."""
     parent = os.getpid()
-    real = getattr(parallel, name)
+    real = getattr(module, name)
 
     def failing(*args: object, **kwargs: object) -> object:
         if os.getpid() != parent:
             raise MemoryError
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(parallel, name, failing)
+    monkeypatch.setattr(module, name, failing)
 
 
-@pytest.mark.parametrize("stage", ["_fold_rest", "merge_before", "_share", "_write_message"])
+@pytest.mark.parametrize(
+    ("module", "stage"),
+    [
+        (parallel, "_fold_rest"),
+        (parallel, "merge_before"),
+        (parallel, "_share"),
+        (engine, "brute_force_findings"),
+        (parallel, "_write_all"),
+    ],
+)
 def test_a_lost_worker_at_any_stage_changes_nothing(
-    hospital: tuple[Context, Path, bytes], monkeypatch: pytest.MonkeyPatch, stage: str
+    hospital: tuple[Context, Path, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    module: object,
+    stage: str,
 ) -> None:
-    """The worker fails while reading, while taking the parent's days, before judging, or
-    while sending its findings: the file is judged again here, each bad line reported once,
-    in order, and no process is left behind."""
+    """The worker fails while reading, while taking the parent's days, before judging,
+    after swapping its share of the model, or cannot write at all: the file is judged again
+    here, each bad line reported once, in order, the progress complete, and no process is
+    left behind."""
     context, path, data = hospital
     expected = _reference(context, path)
-    _fail_in_worker(monkeypatch, stage)
-    assert _judged(Detector(context), path, len(data) // 2) == expected
+    _fail_in_worker(monkeypatch, module, stage)
+    progress: list[int] = []
+    bad: list[BadLine] = []
+    alerts = Detector(context).run_file(
+        path, on_bad=bad.append, on_bytes=progress.append, split=len(data) // 2
+    )
+    assert (list(alerts), bad) == expected[:2]
+    assert sum(progress) == len(data)
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)
 
@@ -371,3 +390,58 @@ def test_devices_of_the_other_process_are_not_novel(tmp_path: Path) -> None:
     expected = _reference(context, path)
     assert not [a for a in expected[0] if a.kind == "stolen_credentials"]  # type: ignore[attr-defined]
     assert _judged(Detector(context), path, half) == expected
+
+
+def test_a_message_the_parent_cannot_send_ends_the_worker(
+    hospital: tuple[Context, Path, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writing to the worker fails here (whatever the error): the worker, which would wait
+    for that message forever, is stopped, and the file is judged again here."""
+    context, path, data = hospital
+    expected = _reference(context, path)
+    parent = os.getpid()
+    real = parallel._write_all
+
+    def failing(fd: int, payload: bytes) -> None:
+        if os.getpid() == parent:
+            raise MemoryError
+        real(fd, payload)
+
+    monkeypatch.setattr(parallel, "_write_all", failing)
+    assert _judged(Detector(context), path, len(data) // 2) == expected
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
+
+
+def test_credential_stuffing_across_both_processes_accounts(tmp_path: Path) -> None:
+    """One address fails on accounts of both processes, then signs in to one of each after
+    the division: one critical case naming both successes, in time order, as one process
+    finds it; and a brute force on each side."""
+    mine, theirs = _names(0, 3, "staff"), _names(1, 3, "staff")
+    base = {"ip": "198.51.100.7", "device": None, "resource_type": None, "patient": None}
+    events: list[dict[str, object]] = [
+        {**base, "time": _at(3, 9, k), "user": user, "action": "login_failed"}
+        for k, user in enumerate(mine + theirs)
+    ]
+    events += [
+        {**base, "time": _at(3, 9, 20), "user": theirs[0], "action": "login"},
+        {**base, "time": _at(3, 9, 21), "user": mine[0], "action": "login"},
+    ]
+    for k in range(9):  # guessing from elsewhere, one account of each side
+        for user in (mine[1], theirs[1]):
+            events.append(
+                {
+                    **base,
+                    "ip": "192.0.2.50",
+                    "time": _at(4, 10, k),
+                    "user": user,
+                    "action": "login_failed",
+                }
+            )
+    path, _ = _file(tmp_path, events)
+    expected = _reference(Context(), path)
+    stuffing = [a for a in expected[0] if a.kind == "credential_stuffing"]  # type: ignore[attr-defined]
+    assert {a.severity for a in stuffing} >= {"critical", "high"}
+    data = path.read_bytes()
+    for split in _starts(data)[1:-1:3]:
+        assert _judged(Detector(Context()), path, split) == expected, split
