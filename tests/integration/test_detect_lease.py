@@ -7,14 +7,16 @@ lock belongs to a connection, a flock to an open file, whichever process holds t
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from egide.app import LIVE_LEASE, live_detection
 from egide.cli.runtime import Services
-from egide.db.lease import AdvisoryLease, Lease, lease_for
+from egide.db.lease import AdvisoryLease, FileLease, Lease, lease_for
 from tests.integration.detect_live_support import ATTACKER, stored_alerts
 from tests.integration.identity_support import clock_of, enrol, password_step
 from tests.integration.identity_support import staff as staff_account
@@ -108,3 +110,17 @@ def test_a_holder_that_lost_its_connection_gives_way(
     assert first.detector is None
     assert not second.step().standby
     assert first.step().standby
+
+
+def test_without_a_lock_file_sqlite_runs_uncoordinated(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No lock file can be made beside the database (its directory is gone, read-only):
+    detection runs rather than never, and the log says so once."""
+    lease = FileLease(tmp_path / "missing" / "egide.db.detect-live.lock", retry_seconds=0)
+    with caplog.at_level(logging.ERROR, logger="egide.db.lease"):
+        assert lease.try_hold()
+        assert lease.try_hold()
+    assert [r.message for r in caplog.records if "without coordination" in r.message] != []
+    assert len(caplog.records) == 1
+    lease.release()

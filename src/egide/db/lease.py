@@ -11,7 +11,8 @@ the lease while it lives; when it dies, however it dies, the lease is free for a
   connection still answers, and gives the lease up when it does not: another process may
   hold it already.
 - SQLite (one host): an exclusive `flock` on a lock file beside the database file; the kernel
-  releases it when the process ends. An in-memory database has one process: always held.
+  releases it when the process ends. An in-memory database has one process: always held; so
+  is a database beside which no lock file can be created (logged once).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -27,6 +29,8 @@ from typing import Protocol
 
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.pool import NullPool
+
+logger = logging.getLogger("egide.db.lease")
 
 # How often a holder checks that its PostgreSQL connection still answers (0: at every
 # call: a lock lost with its connection is known at once, for one round trip per call), and
@@ -77,7 +81,7 @@ class AdvisoryLease:
         self, engine: Engine, name: str, *, retry_seconds: float, recheck_seconds: float
     ) -> None:
         # A connection outside the pool: held for as long as the lease, closed to give it up.
-        self._engine = create_engine(engine.url, poolclass=NullPool)
+        self._engine = create_engine(engine.url, poolclass=NullPool, hide_parameters=True)
         self._key = advisory_key(name)
         self._retry = retry_seconds
         self._recheck = recheck_seconds
@@ -144,6 +148,7 @@ class FileLease:
         self._fd: int | None = None
         self._next_try = 0.0
         self._lock = threading.Lock()
+        self._warned = False
 
     def try_hold(self) -> bool:
         with self._lock:
@@ -153,7 +158,20 @@ class FileLease:
             if now < self._next_try:
                 return False
             self._next_try = now + self._retry
-            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                # No lock file to be had beside the database (a read-only or missing
+                # directory): SQLite serves one host, most often one process; running
+                # uncoordinated beats never detecting. Said once, loudly.
+                if not self._warned:
+                    logger.error(
+                        "cannot create the lease file %s (%s): running without coordination",
+                        self._path,
+                        exc.strerror,
+                    )
+                    self._warned = True
+                return True
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
