@@ -535,13 +535,6 @@ class AccessModel:
             self._patient_users = by_group
         return self._patient_users
 
-    def peers_on(self, user: UserProfile, patient: str) -> int:
-        """How many others of the user's peer group also accessed this patient."""
-        others = self.patient_users().get(user.group, {}).get(patient)
-        if others is None:
-            return 0
-        return len(others) - (user.id in others)
-
 
 def _add_counts(into: dict[Any, int], counts: Mapping[Any, int]) -> None:
     for key, n in counts.items():

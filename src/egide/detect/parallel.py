@@ -566,14 +566,7 @@ def merge(state: StreamState, packed: tuple[Any, ...]) -> int:
             ud_sessions: dict[str, Session] = {}
             ud.pairs, ud.sessions = ud_pairs, ud_sessions
         else:
-            ud.n += n
-            ud.records += records
-            ud.other += other
-            ud.hours = [a + b for a, b in zip(ud.hours, hours, strict=True)]
-            ud.exports += exports
-            ud.writes += writes
-            ud.break_glass += break_glass
-            ud.auth += auth
+            _add_day(ud, n, records, hours, other, (exports, writes, break_glass, auth))
             ud_pairs, ud_sessions = ud.pairs, ud.sessions
         _merge_pairs(ud_pairs, pairs)
         _merge_sessions(ud_sessions, sessions)
@@ -587,6 +580,26 @@ def merge(state: StreamState, packed: tuple[Any, ...]) -> int:
         state.first_ts = first_ts
     state.last_ts = max(state.last_ts, last_ts)
     return int(events)
+
+
+def _add_day(  # noqa: PLR0917 - private, the two merges' shared step
+    ud: UserDay,
+    n: int,
+    records: int,
+    hours: list[int],
+    other: int,
+    rare: tuple[list[Any], list[Any], list[Any], list[Any]],
+) -> None:
+    """A later part's counts, hours and rare events (exports, writes, break-the-glass,
+    sign-ins) added to a user-day, after its own."""
+    ud.n += n
+    ud.records += records
+    ud.other += other
+    ud.hours = [a + b for a, b in zip(ud.hours, hours, strict=True)]
+    ud.exports += rare[0]
+    ud.writes += rare[1]
+    ud.break_glass += rare[2]
+    ud.auth += rare[3]
 
 
 def merge_before(
@@ -623,14 +636,8 @@ def merge_before(
         _merge_sessions(ud.sessions, sessions)
         after = later.get((user, day))
         if after is not None:
-            ud.n += after.n
-            ud.records += after.records
-            ud.other += after.other
-            ud.hours = [a + b for a, b in zip(ud.hours, after.hours, strict=True)]
-            ud.exports += after.exports
-            ud.writes += after.writes
-            ud.break_glass += after.break_glass
-            ud.auth += after.auth
+            rare = (after.exports, after.writes, after.break_glass, after.auth)
+            _add_day(ud, after.n, after.records, after.hours, after.other, rare)
             _merge_pairs(
                 ud.pairs,
                 [(p, x.first, x.last, x.t0, x.t1, x.ids) for p, x in after.pairs.items()],

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from egide.detect.events import Context, context_from_json
+from egide.detect.features import StreamState
 
 START = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
 CLINICAL = ("cardiology", "internal_medicine", "surgery", "emergency")
@@ -180,3 +181,34 @@ def _ordinary_day(world: World, day: int) -> None:
 
 def patients_tail(world: World, day: int) -> int:
     return len(world.patients) - 1 - day
+
+
+def state_view(state: StreamState) -> object:
+    """Everything in the state, in order (dict order included)."""
+    return (
+        [
+            (
+                key,
+                ud.n,
+                ud.records,
+                ud.hours,
+                ud.other,
+                [(p, x.first, x.last, x.t0, x.t1, x.ids) for p, x in ud.pairs.items()],
+                [
+                    (k, s.device, s.ip, s.ips, s.first, s.last, s.t0, s.t1, s.ids, s.n, s.patients)
+                    for k, s in ud.sessions.items()
+                ],
+                ud.exports,
+                ud.writes,
+                ud.break_glass,
+                ud.auth,
+            )
+            for key, ud in state.days.items()
+        ],
+        {user: (ud.user, ud.day) for user, ud in state.current.items()},
+        state.failures,
+        state.events,
+        state.unknown_actions,
+        state.first_ts,
+        state.last_ts,
+    )

@@ -19,6 +19,7 @@ from egide.detect import parallel
 from egide.detect.engine import Detector
 from egide.detect.events import BadLine, Context, read_chunks
 from egide.detect.features import PARALLEL_MIN_BYTES, StreamState, fold_lines, ingest_file
+from tests.unit.detect.detect_world import state_view
 
 pytestmark = pytest.mark.skipif(not parallel.can_fork(), reason="needs os.fork")
 
@@ -72,37 +73,6 @@ def _lines() -> list[bytes]:
     return lines
 
 
-def _view(state: StreamState) -> object:
-    """Everything in the state, in order (dict order included)."""
-    return (
-        [
-            (
-                key,
-                ud.n,
-                ud.records,
-                ud.hours,
-                ud.other,
-                [(p, x.first, x.last, x.t0, x.t1, x.ids) for p, x in ud.pairs.items()],
-                [
-                    (k, s.device, s.ip, s.ips, s.first, s.last, s.t0, s.t1, s.ids, s.n, s.patients)
-                    for k, s in ud.sessions.items()
-                ],
-                ud.exports,
-                ud.writes,
-                ud.break_glass,
-                ud.auth,
-            )
-            for key, ud in state.days.items()
-        ],
-        {user: (ud.user, ud.day) for user, ud in state.current.items()},
-        state.failures,
-        state.events,
-        state.unknown_actions,
-        state.first_ts,
-        state.last_ts,
-    )
-
-
 def _one_pass(path: Path, state: StreamState | None = None) -> tuple[StreamState, list[BadLine]]:
     """The reference: one process, one pass over the file."""
     state = state or StreamState()
@@ -144,7 +114,7 @@ def test_every_split_point_gives_the_one_pass_state(tmp_path: Path) -> None:
     for split in [*starts, starts[10] + 5, len(data) - 1, len(data) + 100]:
         state, bad, n, read = _split(path, split)
         assert bad == expected_bad, split
-        assert _view(state) == _view(expected), split
+        assert state_view(state) == state_view(expected), split
         assert n == expected.events
         assert read == len(data)
 
@@ -159,7 +129,7 @@ def test_small_chunks_and_a_state_already_fed(tmp_path: Path) -> None:
     expected, _ = _one_pass(path, _one_pass(earlier)[0])
     for split in (1, len(data) // 3, len(data) // 2, len(data) - 40):
         state, _, _, _ = _split(path, split, _one_pass(earlier)[0], chunk=64)
-        assert _view(state) == _view(expected), split
+        assert state_view(state) == state_view(expected), split
 
 
 def test_alerts_are_the_same(tmp_path: Path) -> None:
@@ -180,7 +150,7 @@ def test_gzip_file_split_anywhere(tmp_path: Path, end: bytes) -> None:
     for split in (1, 200, len(data) // 2, len(data) - 3):
         state, bad, _, read = _split(path, split, chunk=128)
         assert bad == expected_bad
-        assert _view(state) == _view(expected)
+        assert state_view(state) == state_view(expected)
         assert read == len(data)
 
 
@@ -191,7 +161,7 @@ def test_tiny_and_empty_files(tmp_path: Path) -> None:
     for split in (0, 1, len(line) - 1, len(line), len(line) + 1):
         state, bad, n, _ = _split(one, split)
         assert (n, bad) == (1, [])
-        assert _view(state) == _view(_one_pass(one)[0])
+        assert state_view(state) == state_view(_one_pass(one)[0])
     bad_only = tmp_path / "bad.jsonl"
     bad_only.write_bytes(b"\n{oops\n")
     for split in (0, 1, 2, 7):
@@ -224,7 +194,7 @@ def test_a_large_file_is_split_by_itself(tmp_path: Path) -> None:
     expected, _ = _one_pass(path)
     state = StreamState()
     assert ingest_file(state, path) == expected.events
-    assert _view(state) == _view(expected)
+    assert state_view(state) == state_view(expected)
 
 
 @st.composite
@@ -262,4 +232,4 @@ def test_random_streams_and_split_points(tmp_path: Path, lines: list[bytes], whe
     expected, expected_bad = _one_pass(path)
     state, bad, _, _ = _split(path, int(len(data) * where))
     assert bad == expected_bad
-    assert _view(state) == _view(expected)
+    assert state_view(state) == state_view(expected)
