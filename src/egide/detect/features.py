@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import itertools
-import operator
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, cast
 
+import msgspec
 import orjson
 
 from egide.detect.events import (
@@ -259,30 +258,36 @@ def fold_lines(
     """Parse, check and fold one chunk of lines (line number `first_line` is lines[0]); bad
     lines go to `on_bad`, in order.
 
-    The common line (a JSON object with every field of the format) is parsed and its fields
-    taken out without a Python-level call: `map(FIELD_GETTER, map(orjson.loads, lines))`. A line
-    that stops that pipeline (not JSON, not an object, a field missing) is handled on its own
-    here, and the pipeline resumes after it on the same iterator."""
+    The common line (a JSON object with the format's fields and no other, of the format's
+    types and values) is decoded straight into a checked `Fields` without a Python-level call:
+    `map(DECODE_LINE, lines)`. A line that stops that pipeline (not JSON, not an object, a
+    field missing, unknown, of another type or value) is parsed on its own with `orjson` and
+    folded with every check of `fold` (so it is judged as `events.check_record` judges it),
+    and the pipeline resumes after it on the same iterator."""
     loads = orjson.loads
     it = iter(lines)
     k = 0  # index in `lines` of the next line to fold
     before = state.events  # fold counts what it folded even when its source raises
-    pending: tuple[tuple[Any, ...], ...] = ()
     while True:
         bad: list[BadLine] = []
         position = [0]
-        items: Iterator[tuple[Any, ...]] = map(FIELD_GETTER, map(loads, it))
-        if pending:
-            items = itertools.chain(pending, items)
         try:
-            fold(state, items, first_line + k, bad, position, session=session)
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            # lines[k + position[0]] stopped the pipeline; judge it alone.
+            fold(
+                state,
+                map(DECODE_LINE, it),
+                first_line + k,
+                bad,
+                position,
+                session=session,
+                decoded=True,
+            )
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            # lines[k + position[0]] stopped the pipeline (ValidationError is a DecodeError);
+            # judged alone, then the pipeline resumes after it.
             _report(bad, on_bad)
             k += position[0]
             line = lines[k]
             k += 1
-            pending = ()
             try:
                 raw = loads(line)
             except orjson.JSONDecodeError:
@@ -292,8 +297,9 @@ def fold_lines(
             if type(raw) is not dict:
                 _report([BadLine(first_line + k - 1, "not a JSON object")], on_bad)
                 continue
-            pending = (_fields(raw),)
-            k -= 1  # the pending line is folded first, under its own number
+            bad = []
+            fold(state, iter((_fields(raw),)), first_line + k - 1, bad, session=session)
+            _report(bad, on_bad)
             continue
         _report(bad, on_bad)
         return state.events - before
@@ -305,31 +311,52 @@ def _report(bad: list[BadLine], on_bad: Callable[[BadLine], object] | None) -> N
             on_bad(item)
 
 
-# The fields of an access event, in the order `fold` takes them.
-FIELDS = (
-    "id",
-    "time",
-    "user",
-    "action",
-    "outcome",
-    "patient",
-    "resource_type",
-    "count",
-    "ip",
-    "device",
-    "purpose",
-)
-FIELD_GETTER = operator.itemgetter(*FIELDS)
+# `Fields` takes no count above this (msgspec's bound must fit an int64): orjson reads larger
+# integers as floats from 2**64 on, which `fold` does not take as a count; from 2**63 on the
+# line goes through orjson, so both parsers agree on every line `Fields` takes.
+_MAX_COUNT = 2**63 - 1
+_NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 
 
-def _fields(raw: Any) -> tuple[Any, ...]:
-    """A record's fields in FIELDS order; absent ones as the format's defaults (None, outcome
-    "success", count 1)."""
+class Fields(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """One access event's fields (the format in DESIGN.md), in the order `fold` takes them.
+
+    Decoded from a line by `DECODE_LINE`, which checks in C what `fold` checks of each field
+    but the time (non-empty id, user and action, strings or null elsewhere, a known outcome, a
+    non-negative integer count), so `fold` takes it as checked; or built unchecked from a
+    parsed record by `_fields`, for `fold` to check. The decoder takes a subset of the lines
+    `orjson.loads` takes, with the same values: no unknown field (msgspec skips one without
+    checking its text as strictly), no integer beyond orjson's. Any other line goes through
+    `orjson` and `fold`'s checks, so the decoder decides nothing but speed
+    (`tests/unit/detect/test_detect_fastpath.py` holds both to that)."""
+
+    id: _NonEmpty
+    time: str
+    user: _NonEmpty
+    action: _NonEmpty
+    outcome: Literal["success", "denied", "error"] | None = "success"
+    patient: str | None = None
+    resource_type: str | None = None
+    count: Annotated[int, msgspec.Meta(ge=0, le=_MAX_COUNT)] = 1
+    ip: str | None = None
+    device: str | None = None
+    purpose: str | None = None
+
+
+DECODE_LINE = msgspec.json.Decoder(Fields).decode
+# A Struct's constructor does not check types: `Fields` made from whatever a record holds.
+_unchecked = cast("Callable[..., Fields]", Fields)
+FIELDS = Fields.__struct_fields__
+
+
+def _fields(raw: Any) -> Fields:
+    """A record's fields (absent ones as the format's defaults: None, outcome "success",
+    count 1), unchecked."""
     if type(raw) is not dict:
         msg = "not a JSON object"
         raise DetectFormatError(msg)
     get = raw.get
-    return (
+    return _unchecked(
         get("id"),
         get("time"),
         get("user"),
@@ -356,15 +383,16 @@ _OUTCOMES = (*OUTCOMES, None)
 
 def fold(  # noqa: PLR0915 - the hot loop, written flat on purpose
     state: StreamState,
-    items: Iterator[tuple[Any, ...]],
+    items: Iterator[Fields],
     first_line: int,
     bad: list[BadLine],
     position: list[int] | None = None,
     *,
     stop_at_bad: bool = False,
     session: SessionFactory | None = None,
+    decoded: bool = False,
 ) -> int:
-    """Check and fold events, each the tuple of its FIELDS, into `state`; returns how many
+    """Check and fold events, each a `Fields`, into `state`; returns how many
     were folded.
 
     Each is checked as `events.check_record` would (the fields' types inline; anything unusual
@@ -372,7 +400,8 @@ def fold(  # noqa: PLR0915 - the hot loop, written flat on purpose
     becomes a BadLine in `bad`, numbered from `first_line`. `position[0]` receives how many
     items were taken from `items`, also when taking one raised (the caller then knows which
     line did). `session` makes the Session of a (user, day, device) first seen (the parallel
-    reader's worker records where each began)."""
+    reader's worker records where each began). `decoded`: every item comes from
+    `DECODE_LINE`, its fields checked already but the time."""
     new_session = session or Session
     current = state.current
     get_day = state.userday
@@ -389,22 +418,21 @@ def fold(  # noqa: PLR0915 - the hot loop, written flat on purpose
     first_ts = state.first_ts
     index = 0
     try:
-        for (
-            eid,
-            time,
-            user,
-            action,
-            outcome,
-            patient,
-            resource_type,
-            count,
-            ip,
-            device,
-            purpose,
-        ) in items:
+        for item in items:
             index += 1
+            eid = item.id
+            time = item.time
+            user = item.user
+            action = item.action
+            outcome = item.outcome
+            patient = item.patient
+            resource_type = item.resource_type
+            count: Any = item.count  # anything in an unchecked record, until checked
+            ip = item.ip
+            device = item.device
+            purpose = item.purpose
             ts: float | None = None
-            if (
+            if decoded or (
                 type(eid) is str
                 and type(time) is str
                 and type(user) is str
@@ -455,7 +483,7 @@ def fold(  # noqa: PLR0915 - the hot loop, written flat on purpose
                 if sec is not None and time[16] == ":" and len(minutes) < MAX_MINUTES:
                     minutes[time[:17]] = (ts - sec, day, hour)
                 if count is None:  # null: the default (a null count used to stop the run)
-                    count = 1  # noqa: PLW2901
+                    count = 1
             n += 1
             if first_ts is None:
                 first_ts = ts

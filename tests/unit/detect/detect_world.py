@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import Any
 
 from egide.detect.events import Context, context_from_json
-from egide.detect.features import StreamState
+from egide.detect.features import Failure, StreamState
 
 START = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
 CLINICAL = ("cardiology", "internal_medicine", "surgery", "emergency")
@@ -183,9 +183,24 @@ def patients_tail(world: World, day: int) -> int:
     return len(world.patients) - 1 - day
 
 
+def typed(value: object) -> object:
+    """`value` with the type of every part beside it (sets and dicts sorted), so that two views are
+    equal only when their parts are of the same types too: 1 == 1.0 and a tuple read back as
+    a list would otherwise pass unseen."""
+    if isinstance(value, (tuple, list)):
+        return (type(value).__name__, [typed(v) for v in value])
+    if isinstance(value, (set, frozenset)):
+        return (type(value).__name__, sorted((typed(v) for v in value), key=repr))
+    if isinstance(value, dict):  # a lookup: its order is not part of the state
+        return ("dict", sorted(((typed(k), typed(v)) for k, v in value.items()), key=repr))
+    if isinstance(value, Failure):
+        return ("Failure", typed(astuple(value)))
+    return (type(value).__name__, value)
+
+
 def state_view(state: StreamState) -> object:
-    """Everything in the state, in order (dict order included)."""
-    return (
+    """Everything in the state, in order (dict order included), with its types (`typed`)."""
+    view = (
         [
             (
                 key,
@@ -212,3 +227,4 @@ def state_view(state: StreamState) -> object:
         state.first_ts,
         state.last_ts,
     )
+    return typed(view)

@@ -19,7 +19,7 @@ from egide.detect import parallel
 from egide.detect.engine import Detector
 from egide.detect.events import BadLine, Context, read_chunks
 from egide.detect.features import PARALLEL_MIN_BYTES, StreamState, fold_lines, ingest_file
-from tests.unit.detect.detect_world import state_view
+from tests.unit.detect.detect_world import state_view, typed
 
 pytestmark = pytest.mark.skipif(not parallel.can_fork(), reason="needs os.fork")
 
@@ -233,3 +233,37 @@ def test_random_streams_and_split_points(tmp_path: Path, lines: list[bytes], whe
     state, bad, _, _ = _split(path, int(len(data) * where))
     assert bad == expected_bad
     assert state_view(state) == state_view(expected)
+
+
+def test_the_state_codec_gives_back_every_type(tmp_path: Path) -> None:
+    """A packed state crosses in msgpack and comes back with its tuples, sets, floats and
+    ints as they were (`typed` tells 1 from 1.0 and a tuple from a list)."""
+    path = tmp_path / "events.jsonl"
+    _write(path, _lines())
+    state, bad = _one_pass(path)
+    message = ([(b.line_no, b.message) for b in bad], parallel.pack(state, {}))
+    data = parallel.dumps_state(*message)
+    assert data[:1] == b"P"  # msgpack
+    assert typed(parallel.loads(data)) == typed(message)
+    assert typed(parallel.loads(parallel.dumps(message))) == typed(message)  # marshal
+
+
+def test_counts_beyond_64_bits_cross_in_marshal(tmp_path: Path) -> None:
+    """A count the format takes but whose sum overflows msgpack's integers (two accesses of
+    2**64 - 1 records each in one user-day): the state crosses in marshal, and the split
+    state is still the one-pass state."""
+    huge = 2**64 - 1
+    lines = [orjson.dumps(_event(i, action="read")) for i in range(6)]
+    lines[1] = orjson.dumps(_event(1, action="read", count=huge, user="u0"))
+    lines[4] = orjson.dumps(_event(4, action="read", count=huge, user="u0"))
+    path = tmp_path / "events.jsonl"
+    data = _write(path, lines)
+    expected, expected_bad = _one_pass(path)
+    assert expected_bad == []
+    assert sum(ud.records for ud in expected.days.values()) > huge
+    packed = parallel.pack(expected, {})
+    assert parallel.dumps_state([], packed)[:1] == b"M"
+    for split in (0, len(data) // 2, len(data)):
+        state, bad, _, _ = _split(path, split)
+        assert bad == []
+        assert state_view(state) == state_view(expected), split
