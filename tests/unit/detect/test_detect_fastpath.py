@@ -33,6 +33,13 @@ def _event(i: int, **changes: object) -> dict[str, object]:
     return event
 
 
+def _count(i: int, text: bytes) -> bytes:
+    """An event line whose count is written `text` (orjson writes no integer from 2**64)."""
+    return orjson.dumps(_event(i, count=0)).replace(b'"count":0', b'"count":' + text)
+
+
+_ONE = orjson.dumps(_event(919))
+
 ODD_LINES: list[bytes] = [
     b"{not json",
     b"",
@@ -58,6 +65,30 @@ ODD_LINES: list[bytes] = [
     orjson.dumps({"purpose": "x", **_event(914)}),
     orjson.dumps(_event(915, action="teleport")),
     orjson.dumps(_event(916, ip=None, device=None)),
+    # The boundary of the decoder (`features.DECODE_LINE`): lines it refuses are judged as
+    # orjson and `check_record` judge them, whatever the decoder would have made of them.
+    _ONE + _ONE,
+    _ONE + b" " + _ONE,
+    _ONE + b"\r" + _ONE,
+    _count(920, b"9223372036854775807"),  # 2**63 - 1: the decoder's largest
+    _count(921, b"9223372036854775808"),  # 2**63: an int for orjson, a valid count
+    _count(922, b"18446744073709551615"),  # 2**64 - 1: idem
+    _count(923, b"18446744073709551616"),  # 2**64: a float for orjson, not a count
+    _count(924, b"1180591620717411303424"),  # 2**70: idem
+    _count(925, b"1.0"),
+    _count(926, b"1e2"),
+    b'{"user":5,' + orjson.dumps(_event(927))[1:],  # the last "user" counts: valid
+    orjson.dumps(_event(928))[:-1] + b',"user":5}',  # the last "user" counts: not valid
+    orjson.dumps(_event(929))[:-1] + b',"extra":"\xff\xfe"}',  # invalid UTF-8
+    orjson.dumps(_event(930))[:-1] + b',"extra":1e999}',
+    orjson.dumps(_event(931))[:-1] + b',"extra":"\\ud800"}',  # a lone surrogate
+    orjson.dumps(_event(932)).replace(b'"id"', b'"\\u0069d"'),
+    orjson.dumps(_event(933, user="u\tx")).replace(b"\\t", b"\t"),  # a raw tab
+    orjson.dumps(_event(934)).replace(b'"user":"u', b'"user":"\xffu'),
+    b"\xef\xbb\xbf" + orjson.dumps(_event(935)),  # a UTF-8 byte order mark
+    orjson.dumps(_event(936)) + b"\r",
+    orjson.dumps(_event(937, outcome=None)),
+    b"{}",
 ]
 
 
@@ -122,7 +153,7 @@ def test_feed_file_judges_lines_as_read_records(
 
     n = ingest_file(fast.state, path, on_bad=bad.append, chunk_bytes=chunk)
     assert bad == expected_bad
-    assert len(bad) == 12 + (tail == b"{broken tail")
+    assert len(bad) == 27 + (tail == b"{broken tail")
     assert n == len(good)
     assert _state_view(fast.state) == _state_view(slow.state)
     assert fast.finish() == slow.finish()
@@ -132,3 +163,7 @@ def test_feed_records_refuses_a_bad_record() -> None:
     detector = Detector(Context())
     with pytest.raises(DetectFormatError, match="'user'"):
         detector.feed_records([_event(1, user=None)])
+
+
+def test_odd_lines_are_single_lines() -> None:
+    assert all(b"\n" not in line for line in ODD_LINES)
