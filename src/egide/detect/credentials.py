@@ -30,7 +30,7 @@ Login = tuple[float, str, str, str]
 def failure_findings(state: StreamState, settings: DetectSettings) -> list[Finding]:
     """Credential stuffing (per address, many accounts) and brute force (per account)."""
     windows = stuffing_windows(state.failures, settings)
-    found = stuffing_findings(windows, logins_of(state), settings)
+    found = stuffing_findings(windows, logins_of(state, windows, settings), settings)
     return found + brute_force_findings(state, windows, settings)
 
 
@@ -68,21 +68,33 @@ def stuffing_windows(
     return windows
 
 
-def logins_of(state: StreamState) -> list[Login]:
-    """Every successful sign-in of the state's accounts."""
-    return [
-        (a[0], a[2], ud.user, a[5] or a[6] or "-")
-        for ud in state.days.values()
-        for a in ud.auth
-        if a[4] == "login"
-    ]
+def logins_of(
+    state: StreamState, windows: list[tuple[str, list[Failure]]], settings: DetectSettings
+) -> list[Login]:
+    """The successful sign-ins of the state's accounts that `stuffing_findings` can count for
+    these windows: from a window's source, within its span (the others, nearly all, are
+    left out early: a split run sends these to the other process)."""
+    if not windows:
+        return []
+    width = settings.failure_window_minutes * 60
+    spans = {source: (window[0].ts, window[-1].ts + width) for source, window in windows}
+    found: list[Login] = []
+    for ud in state.days.values():
+        for a in ud.auth:
+            if a[4] == "login":
+                source = a[5] or a[6] or "-"
+                span = spans.get(source)
+                if span is not None and span[0] <= a[0] <= span[1]:
+                    found.append((a[0], a[2], ud.user, source))
+    return found
 
 
 def stuffing_findings(
     windows: list[tuple[str, list[Failure]]], logins: list[Login], settings: DetectSettings
 ) -> list[Finding]:
     """A finding per stuffing window; critical when a sign-in from the same source followed
-    (`logins`: every account's, in any order: they are taken in time order)."""
+    (`logins`: every account's, or those `logins_of` keeps, in any order: they are taken in
+    time order)."""
     width = settings.failure_window_minutes * 60
     by_source: dict[str, list[Login]] = defaultdict(list)
     for login in sorted(logins):

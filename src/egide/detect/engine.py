@@ -38,6 +38,7 @@ from egide.detect.credentials import (
 from egide.detect.events import Alert, BadLine, Context, Event, Record, parse_time
 from egide.detect.features import (
     DAY,
+    Failure,
     StreamState,
     as_records,
     ingest,
@@ -167,6 +168,9 @@ class Detector:
                 on_bytes(n)
 
         settings = self.settings
+        # This process's stuffing windows (from every failure, which both processes hold):
+        # used again to combine the verdicts.
+        windows_here: list[list[tuple[str, list[Failure]]]] = []
 
         def judge(
             view: StreamState, owned: Callable[[str], bool], exchange: two.Exchange
@@ -175,11 +179,12 @@ class Detector:
             # accounts: judged here once from both processes' sign-ins), as plain values.
             findings = self._findings(view, None, exchange=exchange)
             windows = stuffing_windows(view.failures, settings)
+            windows_here.append(windows)
             guessed = brute_force_findings(view, windows, settings, owned)
             return (
                 [f.to_tuple() for f in findings],
                 [f.to_tuple() for f in guessed],
-                logins_of(view),
+                logins_of(view, windows, settings),
             )
 
         with no_gc():
@@ -194,7 +199,7 @@ class Detector:
             )
             if result is not None:
                 mine, theirs, user_days = result
-                alerts = self._alerts(self._both(mine, theirs))
+                alerts = self._alerts(self._both(mine, theirs, windows_here[0]))
                 # What remains of the aggregates lives as long as the detector: out of the
                 # cycle collector's reach, as after `ingest_file`.
                 gc.freeze()
@@ -206,12 +211,17 @@ class Detector:
         self._spent = Summary(self.state.events, user_days, self.state.unknown_actions)
         return alerts
 
-    def _both(self, mine: tuple[Any, ...], theirs: tuple[Any, ...]) -> list[Finding]:
+    def _both(
+        self,
+        mine: tuple[Any, ...],
+        theirs: tuple[Any, ...],
+        windows: list[tuple[str, list[Failure]]],
+    ) -> list[Finding]:
         """The two processes' verdicts (run_file) as the findings one process gives, in its
-        order: each account's own findings, then credential stuffing (judged here from both
-        processes' sign-ins), then brute force (cases keep that order in a tie)."""
+        order: each account's own findings, then credential stuffing (judged here from the
+        stuffing `windows` and both processes' sign-ins), then brute force (cases keep that
+        order in a tie)."""
         found = [Finding.from_tuple(f) for f in mine[0] + theirs[0]]
-        windows = stuffing_windows(self.state.failures, self.settings)
         found += stuffing_findings(windows, mine[2] + theirs[2], self.settings)
         found += [Finding.from_tuple(f) for f in mine[1] + theirs[1]]
         return found

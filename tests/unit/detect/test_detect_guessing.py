@@ -3,8 +3,10 @@ first day judged against its peers (issue 6; found by the live-mode security rev
 
 from __future__ import annotations
 
-from egide.detect.engine import detect
+from egide.detect.credentials import logins_of, stuffing_findings, stuffing_windows
+from egide.detect.engine import Detector, detect
 from egide.detect.events import Alert
+from egide.detect.settings import DetectSettings
 from tests.unit.detect.detect_world import World, build
 
 
@@ -61,3 +63,38 @@ def test_a_new_accounts_first_day_export_is_judged_against_its_peers() -> None:
     alerts = [a for a in detect(world.sorted_events(), world.context()) if a.user == "u-new-token"]
     assert [a.kind for a in alerts] == ["exfiltration"], "a first day must not pass unseen"
     assert any("no other day of activity" in r for a in alerts for r in a.reasons)
+
+
+def test_only_sign_ins_that_can_follow_a_stuffing_window_are_kept() -> None:
+    """`logins_of` leaves out the sign-ins `stuffing_findings` cannot count (another source,
+    before the window, after its span): the findings are those of every sign-in, and the
+    sign-ins at the span's very bounds are kept."""
+    world = build()
+    x = "198.51.100.7"
+    for k, user in enumerate(world.users[:8]):
+        world.event(dict(user, _ip=x, _device=None), 4, 3.0 + k / 600, "login_failed")
+    window_end = 3.0 + 7 / 600
+    width_hours = DetectSettings().failure_window_minutes / 60
+    from_x = [dict(u, _ip=x, _device=None) for u in world.users[8:14]]
+    for who, hour in zip(
+        from_x,
+        [2.9, 3.0, 3.05, window_end + width_hours, window_end + width_hours + 1 / 3600, 5.0],
+        strict=True,
+    ):
+        world.event(who, 4, hour, "login")
+    detector = Detector(world.context())
+    detector.feed(world.sorted_events())
+    state, settings = detector.state, detector.settings
+    windows = stuffing_windows(state.failures, settings)
+    every = [
+        (a[0], a[2], ud.user, a[5] or a[6] or "-")
+        for ud in state.days.values()
+        for a in ud.auth
+        if a[4] == "login"
+    ]
+    kept = logins_of(state, windows, settings)
+    assert len(windows) == 1
+    assert len(every) > len(kept) >= 3  # in the window, and at the end of its span
+    assert {user for _, _, user, _ in kept} == {u["id"] for u in from_x[1:4]}
+    assert stuffing_findings(windows, kept, settings) == stuffing_findings(windows, every, settings)
+    assert logins_of(state, [], settings) == []
