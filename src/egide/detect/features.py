@@ -328,7 +328,7 @@ class Fields(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     `orjson.loads` takes, with the same values: no unknown field (msgspec skips one without
     checking its text as strictly), no integer beyond orjson's. Any other line goes through
     `orjson` and `fold`'s checks, so the decoder decides nothing but speed
-    (`tests/unit/detect/test_detect_fastpath.py` holds both to that)."""
+    (`test_detect_decode.py` and `test_detect_fastpath.py` hold both to that)."""
 
     id: _NonEmpty
     time: str
