@@ -167,3 +167,24 @@ def test_feed_records_refuses_a_bad_record() -> None:
 
 def test_odd_lines_are_single_lines() -> None:
     assert all(b"\n" not in line for line in ODD_LINES)
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+def test_a_bad_lines_message_is_orjsons_on_the_line_alone(tmp_path: Path, newline: bytes) -> None:
+    """Lines are split with their newline kept: a message quoting a position in the line is
+    still orjson's on the line without it, in the middle of the file as at its end."""
+    broken = b'{"id": "e1", "time":'
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(broken + newline + orjson.dumps(_event(2)) + newline + broken)
+    expected = []
+    for line in (broken + newline.removesuffix(b"\n"), broken):
+        with pytest.raises(orjson.JSONDecodeError) as caught:
+            orjson.loads(line)
+        expected.append(f"not JSON ({caught.value})")
+    found = [item for item in read_records(path) if isinstance(item, BadLine)]
+    assert found == [BadLine(1, expected[0]), BadLine(3, expected[1])]
+    fast: list[BadLine] = []
+    from egide.detect.features import ingest_file  # noqa: PLC0415 - as above
+
+    assert ingest_file(StreamState(), path, on_bad=fast.append) == 1
+    assert fast == found
