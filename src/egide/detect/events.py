@@ -193,15 +193,21 @@ def timestamp(value: str) -> float:
     so one minute's events share a cache entry). Other forms go through `parse_time`."""
     if len(value) == 20 and value[19] == "Z" and value[16] == ":":
         base = MINUTES.get(value[:16])
-        seconds = value[17:19]
-        if base is not None and seconds.isdigit():
-            return base + int(seconds)
-        full = parse_time(value)
-        if len(MINUTES) > 200_000:  # bounded: a long file never grows it without limit
-            MINUTES.clear()
-        MINUTES[value[:16]] = full - int(seconds)
+        # Only "00" to "59" (str.isdigit would take "75", "²³" or Arabic-Indic digits, which
+        # parse_time refuses: a time's verdict must not depend on the minutes seen before).
+        seconds = _SECONDS.get(value[17:19])
+        if base is not None and seconds is not None:
+            return base + seconds
+        full = parse_time(value)  # DetectFormatError on what the cache must not take
+        if seconds is not None:
+            if len(MINUTES) > 200_000:  # bounded: a long file never grows it without limit
+                MINUTES.clear()
+            MINUTES[value[:16]] = full - seconds
         return full
     return parse_time(value)
+
+
+_SECONDS = {f"{s:02d}": s for s in range(60)}
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
