@@ -148,11 +148,13 @@ class FileLease:
         self._fd: int | None = None
         self._next_try = 0.0
         self._lock = threading.Lock()
-        self._warned = False
+        # No lock file could be made: this process runs uncoordinated from then on (until
+        # `release`), rather than holding one step in every retry period.
+        self._uncoordinated = False
 
     def try_hold(self) -> bool:
         with self._lock:
-            if self._fd is not None:
+            if self._fd is not None or self._uncoordinated:
                 return True
             now = time.monotonic()
             if now < self._next_try:
@@ -164,13 +166,12 @@ class FileLease:
                 # No lock file to be had beside the database (a read-only or missing
                 # directory): SQLite serves one host, most often one process; running
                 # uncoordinated beats never detecting. Said once, loudly.
-                if not self._warned:
-                    logger.error(
-                        "cannot create the lease file %s (%s): running without coordination",
-                        self._path,
-                        exc.strerror,
-                    )
-                    self._warned = True
+                logger.error(
+                    "cannot create the lease file %s (%s): running without coordination",
+                    self._path,
+                    exc.strerror,
+                )
+                self._uncoordinated = True
                 return True
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -182,6 +183,7 @@ class FileLease:
 
     def release(self) -> None:
         with self._lock:
+            self._uncoordinated = False
             if self._fd is not None:
                 os.close(self._fd)  # closing releases the flock
                 self._fd = None

@@ -76,8 +76,7 @@ def logins_of(
     left out early: a split run sends these to the other process)."""
     if not windows:
         return []
-    width = settings.failure_window_minutes * 60
-    spans = {source: (window[0].ts, window[-1].ts + width) for source, window in windows}
+    spans = {source: _span(window, settings) for source, window in windows}
     found: list[Login] = []
     for ud in state.days.values():
         for a in ud.auth:
@@ -89,20 +88,25 @@ def logins_of(
     return found
 
 
+def _span(window: list[Failure], settings: DetectSettings) -> tuple[float, float]:
+    """When a sign-in from a stuffing window's source counts as its success: from the first
+    failure to one window after the last (`stuffing_findings`; `logins_of` keeps only these)."""
+    return window[0].ts, window[-1].ts + settings.failure_window_minutes * 60
+
+
 def stuffing_findings(
     windows: list[tuple[str, list[Failure]]], logins: list[Login], settings: DetectSettings
 ) -> list[Finding]:
     """A finding per stuffing window; critical when a sign-in from the same source followed
     (`logins`: every account's, or those `logins_of` keeps, in any order: they are taken in
     time order)."""
-    width = settings.failure_window_minutes * 60
     by_source: dict[str, list[Login]] = defaultdict(list)
     for login in sorted(logins):
         by_source[login[3]].append(login)
     findings: list[Finding] = []
     for source, window in windows:
         users = sorted({f.user for f in window})
-        start, end = window[0].ts, window[-1].ts + width
+        start, end = _span(window, settings)
         succeeded = [(eid, user) for ts, eid, user, _ in by_source[source] if start <= ts <= end]
         reasons = [
             (

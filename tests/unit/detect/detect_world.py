@@ -183,6 +183,26 @@ def patients_tail(world: World, day: int) -> int:
     return len(world.patients) - 1 - day
 
 
+def line_event(i: int, **changes: object) -> dict[str, object]:
+    """Event `i` of a small synthetic file (three users, seven patients, five actions, one
+    day), with `changes` applied: the reading tests' common line."""
+    event: dict[str, object] = {
+        "id": f"e{i}",
+        "time": f"2026-03-02T10:{i % 60:02d}:{(7 * i) % 60:02d}Z",
+        "user": f"u{i % 3}",
+        "action": ("read", "login", "update", "export", "login_failed")[i % 5],
+        "outcome": "success",
+        "patient": f"p{i % 7}",
+        "resource_type": "Observation",
+        "count": 1 + i % 4,
+        "ip": f"10.0.{i % 2}.{i % 5}",
+        "device": f"ws-{i % 4}",
+        "purpose": None,
+    }
+    event.update(changes)
+    return event
+
+
 def typed(value: object) -> object:
     """`value` with the type of every part beside it (sets and dicts sorted), so that two views are
     equal only when their parts are of the same types too: 1 == 1.0 and a tuple read back as

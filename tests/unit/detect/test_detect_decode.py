@@ -28,7 +28,7 @@ from egide.detect import events, features
 from egide.detect.engine import Detector
 from egide.detect.events import BadLine, Context, DetectFormatError, read_records
 from egide.detect.features import StreamState
-from tests.unit.detect.detect_world import state_view
+from tests.unit.detect.detect_world import line_event, state_view
 
 VALID_TIME = "2026-03-02T10:00:00Z"
 
@@ -388,23 +388,7 @@ def test_the_outcomes_of_the_struct_are_the_formats() -> None:
 # --- lines the decoder must refuse ----------------------------------------------------------
 
 
-def _event(i: int, **changes: object) -> dict[str, object]:
-    """An access event as in test_detect_fastpath.py."""
-    record: dict[str, object] = {
-        "id": f"e{i}",
-        "time": f"2026-03-02T10:{i % 60:02d}:{(7 * i) % 60:02d}Z",
-        "user": f"u{i % 3}",
-        "action": ("read", "login", "update", "export", "login_failed")[i % 5],
-        "outcome": "success",
-        "patient": f"p{i % 7}",
-        "resource_type": "Observation",
-        "count": 1 + i % 4,
-        "ip": f"10.0.{i % 2}.{i % 5}",
-        "device": f"ws-{i % 4}",
-        "purpose": None,
-    }
-    record.update(changes)
-    return record
+_event = line_event
 
 
 def _line(i: int, **changes: object) -> bytes:

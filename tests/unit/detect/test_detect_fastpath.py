@@ -13,24 +13,9 @@ import pytest
 from egide.detect.engine import Detector
 from egide.detect.events import BadLine, Context, DetectFormatError, read_records
 from egide.detect.features import StreamState
+from tests.unit.detect.detect_world import line_event, state_view
 
-
-def _event(i: int, **changes: object) -> dict[str, object]:
-    event: dict[str, object] = {
-        "id": f"e{i}",
-        "time": f"2026-03-02T10:{i % 60:02d}:{(7 * i) % 60:02d}Z",
-        "user": f"u{i % 3}",
-        "action": ("read", "login", "update", "export", "login_failed")[i % 5],
-        "outcome": "success",
-        "patient": f"p{i % 7}",
-        "resource_type": "Observation",
-        "count": 1 + i % 4,
-        "ip": f"10.0.{i % 2}.{i % 5}",
-        "device": f"ws-{i % 4}",
-        "purpose": None,
-    }
-    event.update(changes)
-    return event
+_event = line_event
 
 
 def _count(i: int, text: bytes) -> bytes:
@@ -100,36 +85,6 @@ def _write(path: Path, *, tail: bytes) -> None:
     path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
 
 
-def _state_view(state: StreamState) -> object:
-    days = [
-        (
-            key,
-            ud.n,
-            ud.records,
-            ud.hours,
-            ud.other,
-            [(p, x.first, x.last, x.t0, x.t1, x.ids) for p, x in ud.pairs.items()],
-            [
-                (k, s.device, s.ip, sorted(s.ips), s.first, s.last, s.t0, s.t1, s.ids, s.n)
-                for k, s in ud.sessions.items()
-            ],
-            ud.exports,
-            ud.writes,
-            ud.break_glass,
-            ud.auth,
-        )
-        for key, ud in state.days.items()
-    ]
-    return (
-        days,
-        state.failures,
-        state.events,
-        state.unknown_actions,
-        state.first_ts,
-        state.last_ts,
-    )
-
-
 @pytest.mark.parametrize("tail", [b"", b"{broken tail", orjson.dumps(_event(999))])
 @pytest.mark.parametrize("name", ["events.jsonl", "events.jsonl.gz"])
 @pytest.mark.parametrize("chunk", [64, 1 << 20])
@@ -156,7 +111,7 @@ def test_feed_file_judges_lines_as_read_records(
     # 28: seconds "75" (line 911) are refused since the minute cache no longer takes them.
     assert len(bad) == 28 + (tail == b"{broken tail")
     assert n == len(good)
-    assert _state_view(fast.state) == _state_view(slow.state)
+    assert state_view(fast.state) == state_view(slow.state)
     assert fast.finish() == slow.finish()
 
 
